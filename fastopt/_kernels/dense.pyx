@@ -1,0 +1,350 @@
+"""Dense layer kernels: the GEMMs and the fused epilogues around them.
+
+Forward, per fixed tile of rows:   Z = X·Wᵀ (BLAS), then one pass A = act(Z + b)
+while the tile is still in cache.
+Backward: one pass dZ = dA ⊙ act'(·) that also accumulates db = Σ_rows dZ, then
+dW = dZᵀ·X and dX = dZ·W (BLAS, tiled).
+
+Threads: fastopt owns them. Every GEMM is cut into tiles whose size depends only on
+the shapes, each tile is one single-threaded BLAS call, and OpenMP runs the tiles.
+Results are therefore bitwise identical for any thread count (OpenBLAS's own
+threading is not: FACTS.md, "Threads"). The caller keeps scipy's BLAS on one thread
+while these kernels run (fastopt.threads does).
+
+Derivatives are taken from what the forward kept: the output A for every activation
+except GELU, which needs the pre-activation Z.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from ._math cimport _exp, _expm1, _log1p, _tanh, _erf, _abs, _sigmoid, _softplus
+
+from ._blas cimport gemm
+from ._parallel cimport kernel_threads, threads_for
+
+# Activation codes; fastopt.layers maps names to these.
+cdef enum:
+    IDENTITY = 0
+    RELU = 1
+    LEAKY_RELU = 2
+    ELU = 3
+    GELU_TANH = 4
+    GELU = 5
+    SIGMOID = 6
+    TANH = 7
+    SOFTPLUS = 8
+
+ACTIVATIONS = {
+    "identity": IDENTITY, "linear": IDENTITY, None: IDENTITY,
+    "relu": RELU, "leaky_relu": LEAKY_RELU, "elu": ELU,
+    "gelu_tanh": GELU_TANH, "gelu": GELU,
+    "sigmoid": SIGMOID, "tanh": TANH, "softplus": SOFTPLUS,
+}
+NEEDS_PREACTIVATION = frozenset({GELU_TANH, GELU})
+
+# A multiply-add count under which a GEMM stays on one thread: ~15 µs of sgemm,
+# a few times the cost of an OpenMP fork/join.
+cdef enum:
+    GEMM_WORK_PER_THREAD = 2097152
+# Elements under which an elementwise pass stays on one thread.
+cdef enum:
+    ELEMENTWISE_PER_THREAD = 32768
+# Columns per stripe in the backward pass: one thread owns a stripe for all rows,
+# so each db[j] is summed over rows in row order whatever the thread count.
+cdef enum:
+    STRIPE = 64
+
+# ---- activations needing more than one line ----
+
+cdef double SQRT_2_OVER_PI = 0.7978845608028654
+cdef double INV_SQRT_2 = 0.7071067811865476
+cdef double INV_SQRT_2PI = 0.3989422804014327
+cdef double GELU_C = 0.044715
+
+
+cdef inline floating _gelu_tanh(floating z) noexcept nogil:
+    cdef floating inner = <floating>SQRT_2_OVER_PI * (z + <floating>GELU_C * z * z * z)
+    return <floating>0.5 * z * (1 + _tanh(inner))
+
+cdef inline floating _gelu_tanh_grad(floating z) noexcept nogil:
+    cdef floating inner = <floating>SQRT_2_OVER_PI * (z + <floating>GELU_C * z * z * z)
+    cdef floating t = _tanh(inner)
+    cdef floating dinner = <floating>SQRT_2_OVER_PI * (1 + 3 * <floating>GELU_C * z * z)
+    return <floating>0.5 * (1 + t) + <floating>0.5 * z * (1 - t * t) * dinner
+
+cdef inline floating _gelu(floating z) noexcept nogil:
+    return <floating>0.5 * z * (1 + _erf(z * <floating>INV_SQRT_2))
+
+cdef inline floating _gelu_grad(floating z) noexcept nogil:
+    cdef floating cdf = <floating>0.5 * (1 + _erf(z * <floating>INV_SQRT_2))
+    return cdf + z * <floating>INV_SQRT_2PI * _exp(<floating>-0.5 * z * z)
+
+
+# ---- row passes: one explicit loop per activation, so each one vectorizes ----
+
+cdef void _epilogue_row(floating* z, const floating* b, floating* a, Py_ssize_t n,
+                        int act, floating alpha, bint has_bias, bint keep_z) noexcept nogil:
+    """a[j] = act(z[j] + b[j]); z[j] ← z[j] + b[j] when keep_z. a may alias z
+    unless keep_z."""
+    cdef Py_ssize_t j
+    cdef floating v
+    if has_bias and (keep_z or act == IDENTITY):
+        for j in range(n):
+            z[j] = z[j] + b[j]
+        has_bias = False
+    if act == IDENTITY:
+        if a != z:
+            for j in range(n):
+                a[j] = z[j]
+    elif act == RELU:
+        if has_bias:
+            for j in range(n):
+                v = z[j] + b[j]
+                a[j] = v if v > 0 else 0
+        else:
+            for j in range(n):
+                v = z[j]
+                a[j] = v if v > 0 else 0
+    elif act == LEAKY_RELU:
+        for j in range(n):
+            v = z[j] + (b[j] if has_bias else 0)
+            a[j] = v if v > 0 else alpha * v
+    elif act == ELU:
+        for j in range(n):
+            v = z[j] + (b[j] if has_bias else 0)
+            a[j] = v if v > 0 else alpha * _expm1(v)
+    elif act == GELU_TANH:
+        for j in range(n):
+            a[j] = _gelu_tanh(z[j])
+    elif act == GELU:
+        for j in range(n):
+            a[j] = _gelu(z[j])
+    elif act == SIGMOID:
+        for j in range(n):
+            a[j] = _sigmoid(z[j] + (b[j] if has_bias else 0))
+    elif act == TANH:
+        for j in range(n):
+            a[j] = _tanh(z[j] + (b[j] if has_bias else 0))
+    elif act == SOFTPLUS:
+        for j in range(n):
+            a[j] = _softplus(z[j] + (b[j] if has_bias else 0))
+
+
+cdef void _grad_row(const floating* da, const floating* a, const floating* z,
+                    floating* dz, floating* db, Py_ssize_t n, int act, floating alpha,
+                    bint has_bias) noexcept nogil:
+    """dz[j] = da[j]·act'(·); db[j] += dz[j]. dz may alias da."""
+    cdef Py_ssize_t j
+    cdef floating d, v
+    if act == IDENTITY:
+        if dz != da:
+            for j in range(n):
+                dz[j] = da[j]
+    elif act == RELU:
+        for j in range(n):
+            dz[j] = da[j] if a[j] > 0 else 0
+    elif act == LEAKY_RELU:
+        for j in range(n):
+            dz[j] = da[j] if a[j] > 0 else alpha * da[j]
+    elif act == ELU:
+        # For z ≤ 0, a = α(eᶻ − 1) so act' = eᶻ·α = a + α.
+        for j in range(n):
+            v = a[j]
+            dz[j] = da[j] if v > 0 else da[j] * (v + alpha)
+    elif act == GELU_TANH:
+        for j in range(n):
+            dz[j] = da[j] * _gelu_tanh_grad(z[j])
+    elif act == GELU:
+        for j in range(n):
+            dz[j] = da[j] * _gelu_grad(z[j])
+    elif act == SIGMOID:
+        for j in range(n):
+            v = a[j]
+            dz[j] = da[j] * v * (1 - v)
+    elif act == TANH:
+        for j in range(n):
+            v = a[j]
+            dz[j] = da[j] * (1 - v * v)
+    elif act == SOFTPLUS:
+        # act'(z) = σ(z) = 1 − e^(−a); -expm1 keeps it exact when a is tiny.
+        for j in range(n):
+            dz[j] = -da[j] * _expm1(-a[j])
+    if has_bias:
+        for j in range(n):
+            db[j] += dz[j]
+
+
+# ---- tiled GEMMs ----
+
+cdef inline Py_ssize_t _row_tile(Py_ssize_t rows) noexcept nogil:
+    # Depends only on the shape, never on the thread count.
+    return 64 if rows <= 2048 else 256
+
+
+cdef void _forward_tile(const floating* X, const floating* W, const floating* b,
+                        floating* Z, floating* A, Py_ssize_t r0, Py_ssize_t r1,
+                        int n_in, int n_out, int act, floating alpha,
+                        bint has_bias, bint keep_z) noexcept nogil:
+    cdef Py_ssize_t i
+    gemm(False, True, <int>(r1 - r0), n_out, n_in, <floating>1.0,
+         X + r0 * n_in, n_in, W, n_in, <floating>0.0, Z + r0 * n_out, n_out)
+    for i in range(r0, r1):
+        _epilogue_row(Z + i * n_out, b, A + i * n_out, n_out, act, alpha,
+                      has_bias, keep_z)
+
+
+def forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
+            floating[:, ::1] Z, floating[:, ::1] A, int act, double alpha,
+            bint has_bias):
+    """Z = X·Wᵀ + b; A = act(Z).
+
+    X (N, in), W (out, in), b (out,), Z and A (N, out). Z keeps the pre-activation
+    only when the activation needs it for backward (GELU); otherwise A may be the
+    same buffer as Z and Z's content is unspecified afterwards.
+    """
+    cdef Py_ssize_t N = X.shape[0]
+    cdef int n_in = <int>X.shape[1], n_out = <int>W.shape[0]
+    cdef Py_ssize_t tile = _row_tile(N)
+    cdef Py_ssize_t n_tiles = (N + tile - 1) // tile
+    cdef Py_ssize_t t, r1
+    cdef int nt = threads_for(N * n_in * n_out, GEMM_WORK_PER_THREAD)
+    cdef bint keep_z = act == GELU or act == GELU_TANH
+    cdef const floating* b_ptr = &b[0] if has_bias else NULL
+    cdef floating alpha_f = <floating>alpha
+    if N == 0:
+        return
+    if nt > n_tiles:
+        nt = <int>n_tiles
+    with nogil:
+        if nt <= 1:
+            for t in range(n_tiles):
+                r1 = min((t + 1) * tile, N)
+                _forward_tile(&X[0, 0], &W[0, 0], b_ptr, &Z[0, 0], &A[0, 0],
+                              t * tile, r1, n_in, n_out, act, alpha_f, has_bias, keep_z)
+        else:
+            for t in prange(n_tiles, num_threads=nt, schedule='static'):
+                _forward_tile(&X[0, 0], &W[0, 0], b_ptr, &Z[0, 0], &A[0, 0],
+                              t * tile, min((t + 1) * tile, N), n_in, n_out, act,
+                              alpha_f, has_bias, keep_z)
+
+
+cdef void _grad_stripe(const floating* dA, const floating* A, const floating* Z,
+                       floating* dZ, floating* db, Py_ssize_t N, Py_ssize_t n_out,
+                       Py_ssize_t c0, Py_ssize_t c1, int act, floating alpha,
+                       bint has_bias) noexcept nogil:
+    cdef Py_ssize_t i, off
+    cdef Py_ssize_t j
+    if has_bias:
+        for j in range(c0, c1):
+            db[j] = 0
+    for i in range(N):
+        off = i * n_out + c0
+        _grad_row(dA + off, A + off, Z + off if Z != NULL else NULL, dZ + off,
+                  db + c0 if has_bias else NULL, c1 - c0, act, alpha, has_bias)
+
+
+cdef void _gemm_tiles(bint trans_a, bint trans_b, Py_ssize_t m, int n, int k,
+                      const floating* a, int lda, const floating* b, int ldb,
+                      floating* c, int ldc, int max_threads) noexcept nogil:
+    """C = op(A)·op(B) with C's rows cut into fixed tiles, one BLAS call each."""
+    cdef Py_ssize_t tile = _row_tile(m)
+    cdef Py_ssize_t n_tiles = (m + tile - 1) // tile
+    cdef Py_ssize_t t, r0, r1
+    cdef int nt = threads_for(m * n * k, GEMM_WORK_PER_THREAD)
+    if nt > max_threads:
+        nt = max_threads
+    if nt > n_tiles:
+        nt = <int>n_tiles
+    if nt <= 1:
+        for t in range(n_tiles):
+            r0 = t * tile
+            r1 = min(r0 + tile, m)
+            gemm(trans_a, trans_b, <int>(r1 - r0), n, k, <floating>1.0,
+                 a + (r0 if trans_a else r0 * lda), lda, b, ldb,
+                 <floating>0.0, c + r0 * ldc, ldc)
+    else:
+        for t in prange(n_tiles, num_threads=nt, schedule='static'):
+            gemm(trans_a, trans_b, <int>(min(t * tile + tile, m) - t * tile), n, k,
+                 <floating>1.0,
+                 a + (t * tile if trans_a else t * tile * lda), lda, b, ldb,
+                 <floating>0.0, c + t * tile * ldc, ldc)
+
+
+def backward(const floating[:, ::1] dA, const floating[:, ::1] X,
+             const floating[:, ::1] W, const floating[:, ::1] A,
+             const floating[:, ::1] Z, floating[:, ::1] dZ, floating[:, ::1] dW,
+             floating[::1] db, floating[:, ::1] dX, int act, double alpha,
+             bint has_bias, bint need_dx):
+    """dZ = dA ⊙ act'(·), db = Σ_rows dZ, dW = dZᵀ·X, dX = dZ·W (when need_dx).
+
+    dZ may be dA itself (then dA is overwritten). Z is read only for activations
+    that need the pre-activation. dW, db and dX are overwritten, not accumulated.
+    """
+    cdef Py_ssize_t N = X.shape[0]
+    cdef Py_ssize_t n_in = X.shape[1], n_out = W.shape[0]
+    cdef Py_ssize_t n_stripes = (n_out + STRIPE - 1) // STRIPE
+    cdef Py_ssize_t s
+    cdef int nt = threads_for(N * n_out, ELEMENTWISE_PER_THREAD)
+    cdef const floating* z_ptr = &Z[0, 0] if (act == GELU or act == GELU_TANH) else NULL
+    cdef floating* db_ptr = &db[0] if has_bias else NULL
+    cdef floating alpha_f = <floating>alpha
+    cdef int max_threads = kernel_threads()
+    cdef floating* dW_ptr = &dW[0, 0]
+    if nt > n_stripes:
+        nt = <int>n_stripes
+    with nogil:
+        if N == 0:
+            for s in range(n_out * n_in):
+                dW_ptr[s] = 0
+            if has_bias:
+                for s in range(n_out):
+                    db_ptr[s] = 0
+        else:
+            if nt <= 1:
+                for s in range(n_stripes):
+                    _grad_stripe(&dA[0, 0], &A[0, 0], z_ptr, &dZ[0, 0], db_ptr, N, n_out,
+                                 s * STRIPE, min(s * STRIPE + STRIPE, n_out), act,
+                                 alpha_f, has_bias)
+            else:
+                for s in prange(n_stripes, num_threads=nt, schedule='static'):
+                    _grad_stripe(&dA[0, 0], &A[0, 0], z_ptr, &dZ[0, 0], db_ptr, N, n_out,
+                                 s * STRIPE, min(s * STRIPE + STRIPE, n_out), act,
+                                 alpha_f, has_bias)
+            # dW (out×in) = dZᵀ (out×N) · X (N×in)
+            _gemm_tiles(True, False, n_out, <int>n_in, <int>N, &dZ[0, 0], <int>n_out,
+                        &X[0, 0], <int>n_in, &dW[0, 0], <int>n_in, max_threads)
+            if need_dx:
+                # dX (N×in) = dZ (N×out) · W (out×in)
+                _gemm_tiles(False, False, N, <int>n_in, <int>n_out, &dZ[0, 0],
+                            <int>n_out, &W[0, 0], <int>n_in, &dX[0, 0], <int>n_in,
+                            max_threads)
+
+
+def activation_forward(const floating[:, ::1] Z, floating[:, ::1] A, int act,
+                       double alpha):
+    """A = act(Z), elementwise (a standalone Activation layer)."""
+    cdef Py_ssize_t N = Z.shape[0], n = Z.shape[1], i
+    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD)
+    cdef floating alpha_f = <floating>alpha
+    if N == 0:
+        return
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _epilogue_row(<floating*>&Z[i, 0], NULL, &A[i, 0], n, act, alpha_f,
+                          False, False)
+
+
+def activation_backward(const floating[:, ::1] dA, const floating[:, ::1] A,
+                        const floating[:, ::1] Z, floating[:, ::1] dZ, int act,
+                        double alpha):
+    """dZ = dA ⊙ act'(·), elementwise."""
+    cdef Py_ssize_t N = dA.shape[0], n = dA.shape[1], i
+    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD)
+    cdef floating alpha_f = <floating>alpha
+    cdef bint needs_z = act == GELU or act == GELU_TANH
+    if N == 0:
+        return
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _grad_row(&dA[i, 0], &A[i, 0], &Z[i, 0] if needs_z else NULL, &dZ[i, 0],
+                      NULL, n, act, alpha_f, False)

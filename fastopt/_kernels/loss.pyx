@@ -1,0 +1,183 @@
+"""Loss kernels: the value and the gradient in one pass over the predictions.
+
+Every loss takes per-row weights ``w`` and a ``scale``; the reported value is
+``scale · Σᵢ wᵢ·ℓᵢ`` and the gradient row i is ``scale · wᵢ · ∂ℓᵢ/∂zᵢ``. The mean over a
+batch of N is ``w = 1, scale = 1/N``; a weighted mean is ``scale = 1/Σw``. ``row_loss[i]``
+receives the unweighted ℓᵢ (for metrics and divergence checks).
+
+The total is summed in float64 over rows in row order after the parallel pass, so it
+does not depend on the thread count.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+from ._math cimport _exp, _log, _log1p, _abs, _sigmoid
+from ._parallel cimport threads_for
+
+ctypedef fused label_t:
+    int
+    long long
+
+cdef enum:
+    # Elements (N·K) under which a loss stays on one thread.
+    LOSS_PER_THREAD = 16384
+
+
+cdef double _weighted_total(const double[::1] row_loss, const floating[::1] w,
+                            double scale) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0
+    for i in range(row_loss.shape[0]):
+        total += w[i] * row_loss[i]
+    return total * scale
+
+
+cdef inline floating _row_exp_sum(const floating* z, floating* e, Py_ssize_t K,
+                                 floating* lse) noexcept nogil:
+    """Leave e[k] = exp(z[k] − max z), set lse = logsumexp(z), return Σₖ e[k].
+    Subtracting the max keeps every exponent ≤ 0: no overflow for any z."""
+    cdef Py_ssize_t k
+    cdef floating m = z[0], s = 0
+    for k in range(1, K):
+        if z[k] > m:
+            m = z[k]
+    for k in range(K):
+        e[k] = _exp(z[k] - m)
+        s = s + e[k]
+    lse[0] = m + _log(s)
+    return s
+
+
+cdef void _softmax_xent_row(const floating* z, Py_ssize_t y, floating* dz,
+                            Py_ssize_t K, floating smoothing, floating coef,
+                            double* loss) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef floating lse
+    cdef floating inv_sum = 1 / _row_exp_sum(z, dz, K, &lse)
+    cdef floating off = smoothing / K
+    cdef floating on = 1 - smoothing
+    cdef double zsum = 0
+    if smoothing != 0:
+        for k in range(K):
+            zsum += z[k]
+    loss[0] = <double>lse - on * <double>z[y] - off * zsum
+    for k in range(K):
+        dz[k] = coef * (dz[k] * inv_sum - off)
+    dz[y] -= coef * on
+
+
+def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
+                          const floating[::1] w, double scale, double smoothing,
+                          floating[:, ::1] dZ, double[::1] row_loss):
+    """Softmax cross-entropy from logits with integer labels in [0, K).
+
+    ℓᵢ = logsumexp(zᵢ) − (1 − ε)·z_{i,yᵢ} − (ε/K)·Σₖ z_{i,k}   (ε: label smoothing)
+    dZᵢ = scale·wᵢ·(softmax(zᵢ) − (1 − ε)·onehot(yᵢ) − ε/K)
+    Returns scale·Σᵢ wᵢ·ℓᵢ. Labels are not checked here (the Python floor does).
+    """
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef floating eps = <floating>smoothing
+    cdef double total
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _softmax_xent_row(&Z[i, 0], <Py_ssize_t>y[i], &dZ[i, 0], K, eps,
+                              <floating>(scale * w[i]), &row_loss[i])
+        total = _weighted_total(row_loss, w, scale)
+    return total
+
+
+cdef void _softmax_xent_proba_row(const floating* z, const floating* p, floating* dz,
+                                  Py_ssize_t K, floating coef,
+                                  double* loss) noexcept nogil:
+    # ℓ = Σₖ pₖ·(lse − zₖ) = lse·Σp − Σ p·z ; ∂ℓ/∂z = softmax·Σp − p
+    cdef Py_ssize_t k
+    cdef floating lse
+    cdef floating inv_sum = 1 / _row_exp_sum(z, dz, K, &lse)
+    cdef double psum = 0, pz = 0
+    for k in range(K):
+        psum += p[k]
+        pz += <double>p[k] * z[k]
+    loss[0] = <double>lse * psum - pz
+    for k in range(K):
+        dz[k] = coef * (dz[k] * inv_sum * <floating>psum - p[k])
+
+
+def softmax_cross_entropy_proba(const floating[:, ::1] Z, const floating[:, ::1] P,
+                                const floating[::1] w, double scale,
+                                floating[:, ::1] dZ, double[::1] row_loss):
+    """Softmax cross-entropy from logits with probability targets P (rows sum to 1).
+
+    ℓᵢ = −Σₖ P_{ik}·log softmax(zᵢ)ₖ ;  dZᵢ = scale·wᵢ·(softmax(zᵢ)·ΣₖP_{ik} − Pᵢ)
+    """
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef double total
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _softmax_xent_proba_row(&Z[i, 0], &P[i, 0], &dZ[i, 0], K,
+                                    <floating>(scale * w[i]), &row_loss[i])
+        total = _weighted_total(row_loss, w, scale)
+    return total
+
+
+cdef void _bce_row(const floating* z, const floating* y, floating* dz, Py_ssize_t K,
+                   floating coef, double* loss) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef double s = 0
+    cdef floating v
+    for k in range(K):
+        v = z[k]
+        # max(z,0) − z·y + log(1 + e^(−|z|)): never exponentiates a positive number.
+        s += (v if v > 0 else 0) - v * y[k] + _log1p(_exp(-_abs(v)))
+        dz[k] = coef * (_sigmoid(v) - y[k])
+    loss[0] = s / K
+
+
+def binary_cross_entropy(const floating[:, ::1] Z, const floating[:, ::1] Y,
+                         const floating[::1] w, double scale, floating[:, ::1] dZ,
+                         double[::1] row_loss):
+    """Binary cross-entropy from logits, targets in [0, 1], K outputs per row.
+
+    ℓᵢ = (1/K)·Σₖ [max(z,0) − z·y + log(1 + e^(−|z|))] ;  dZᵢ = scale·wᵢ·(σ(zᵢ) − Yᵢ)/K
+    """
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef double total
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _bce_row(&Z[i, 0], &Y[i, 0], &dZ[i, 0], K, <floating>(scale * w[i] / K),
+                     &row_loss[i])
+        total = _weighted_total(row_loss, w, scale)
+    return total
+
+
+cdef void _mse_row(const floating* yhat, const floating* y, floating* dy, Py_ssize_t K,
+                   floating coef, double* loss) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef double s = 0
+    cdef floating r
+    for k in range(K):
+        r = yhat[k] - y[k]
+        s += <double>r * r
+        dy[k] = coef * r
+    loss[0] = s / K
+
+
+def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
+                       const floating[::1] w, double scale, floating[:, ::1] dY,
+                       double[::1] row_loss):
+    """Mean squared error over all K outputs of a row.
+
+    ℓᵢ = (1/K)·Σₖ (ŷ − y)² ;  dŶᵢ = scale·wᵢ·2(ŷᵢ − yᵢ)/K
+    """
+    cdef Py_ssize_t N = Yhat.shape[0], K = Yhat.shape[1], i
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef double total
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _mse_row(&Yhat[i, 0], &Y[i, 0], &dY[i, 0], K,
+                     <floating>(2 * scale * w[i] / K), &row_loss[i])
+        total = _weighted_total(row_loss, w, scale)
+    return total

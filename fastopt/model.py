@@ -1,0 +1,148 @@
+"""Sequential: builds the parameter arena, chains forward and backward, predicts in batches."""
+
+import numpy as np
+
+from .layers import Layer
+from .params import ParamArena
+from .threads import blas_single_thread
+from .validation import as_matrix, check_positive_int
+
+__all__ = ["Sequential"]
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Sequential:
+    """A stack of layers trained as one.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    input_dim : int
+        Number of input features.
+    dtype : "float32" or "float64"
+        Precision of parameters, activations and gradients.
+    seed : int
+        Seeds the initial weights and, for layers that draw at train time (dropout),
+        their masks, which are keyed by (seed, ``train_step``, layer index).
+
+    ``parameters`` and ``gradients`` are the two flat arena buffers; each layer's
+    ``params[name]`` / ``grads[name]`` are views into them.
+    """
+
+    def __init__(self, layers, input_dim, dtype="float32", seed=0):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a Sequential model needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} is {layer!r}, not a fastopt layer")
+        self.layers = layers
+        self.arena = ParamArena(self.dtype)
+        dim = self.input_dim
+        for i, layer in enumerate(layers):
+            layer.index = i
+            layer.seed = self.seed
+            dim = layer.build(dim, self.dtype, self.arena)
+        self.output_dim = dim
+        self.arena.allocate()
+        for layer in layers:
+            layer.bind(self.arena)
+        self._plan = self._make_plan(layers)
+        self._stochastic = [layer for layer in layers if layer.stochastic]
+        self.train_step = 0
+        self.reset_parameters()
+
+    @staticmethod
+    def _make_plan(layers):
+        """The layers that actually run: a layer may absorb the ones after it into one
+        fused kernel (``Layer.absorb``); absorbed layers are then skipped."""
+        plan, i = [], 0
+        while i < len(layers):
+            absorbed = layers[i].absorb(layers[i + 1:])
+            plan.append(layers[i])
+            i += 1 + absorbed
+        return plan
+
+    def reset_parameters(self):
+        """Draw every layer's initial parameters again from ``seed``."""
+        rng = np.random.default_rng(self.seed)
+        for layer in self.layers:
+            layer.initialize(rng)
+
+    @property
+    def parameters(self):
+        """The flat parameter buffer (a view: writing to it changes the model)."""
+        return self.arena.data
+
+    @property
+    def gradients(self):
+        """The flat gradient buffer, same layout as ``parameters``."""
+        return self.arena.grad
+
+    @property
+    def n_params(self):
+        return self.arena.n_params
+
+    def _forward(self, x, training):
+        if training:
+            # Stochastic layers (dropout) key their masks on this counter.
+            self.train_step += 1
+            for layer in self._stochastic:
+                layer.rng_step = self.train_step
+        for layer in self._plan:
+            x = layer.forward(x, training)
+        return x
+
+    def _backward(self, dy, need_input_grad):
+        plan = self._plan
+        for i in range(len(plan) - 1, -1, -1):
+            dy = plan[i].backward(dy, need_input_grad or i > 0)
+        return dy
+
+    def forward(self, X, training=False):
+        """Run every layer on X; returns the model's output buffer (reused by the next call)."""
+        X = as_matrix(X, self.dtype, n_features=self.input_dim)
+        with blas_single_thread:
+            return self._forward(X, training)
+
+    def backward(self, dy, need_input_grad=True):
+        """Backpropagate ``dy`` (d loss / d output) through the last ``forward``.
+
+        Fills ``gradients`` (overwriting, not accumulating) and returns d loss / d input.
+        """
+        dy = as_matrix(dy, self.dtype, name="dy", n_features=self.output_dim)
+        with blas_single_thread:
+            return self._backward(dy, need_input_grad)
+
+    def predict(self, X, batch_size=1024):
+        """Outputs (logits for classifiers) for every row of X, in evaluation mode."""
+        X = as_matrix(X, self.dtype, n_features=self.input_dim)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        out = np.empty((X.shape[0], self.output_dim), self.dtype)
+        with blas_single_thread:
+            for start in range(0, X.shape[0], batch_size):
+                stop = min(start + batch_size, X.shape[0])
+                out[start:stop] = self._forward(X[start:stop], training=False)
+        return out
+
+    def get_config(self):
+        return {
+            "input_dim": self.input_dim,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
+                       for layer in self.layers],
+        }
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return (f"Sequential([\n    {inner},\n], input_dim={self.input_dim}, "
+                f"dtype={self.dtype.name!r}, seed={self.seed})")

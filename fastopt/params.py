@@ -1,0 +1,91 @@
+"""ParamArena: every parameter in one contiguous buffer, every gradient in a second.
+
+Layers reserve named slots while the model is built; the arena then allocates both
+buffers once and layers keep views into them. One optimizer kernel call updates every
+parameter, clipping by global norm is one reduction, saving is one array.
+
+Each slot starts on a 64-byte boundary (a cache line, an AVX-512 vector) so no two
+slots share a line; the padding between slots is zero in both buffers and stays zero
+under every optimizer (a zero gradient on a zero parameter is a fixed point).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_ALIGN_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one named parameter lives in the arena."""
+
+    layer: int        # index of the owning layer in the model
+    name: str         # "W", "b", "gamma", ...
+    shape: tuple
+    offset: int       # in elements, from the start of the arena
+    size: int
+    decay: bool       # subject to weight decay / L1 by default (CONTRACT.md)
+
+    @property
+    def key(self):
+        return f"{self.layer}.{self.name}"
+
+
+def _aligned_zeros(n, dtype):
+    """Zeros whose first element sits on a 64-byte boundary."""
+    itemsize = dtype.itemsize
+    raw = np.zeros(n + _ALIGN_BYTES // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % _ALIGN_BYTES) // itemsize
+    return raw[start:start + n]
+
+
+class ParamArena:
+    """Reserve named slots, then allocate the parameter and gradient buffers once."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.slots = []
+        self._size = 0
+        self.data = None
+        self.grad = None
+
+    @property
+    def size(self):
+        """Elements in each buffer, padding included."""
+        return self._size
+
+    @property
+    def n_params(self):
+        """Trainable scalars, padding excluded."""
+        return sum(slot.size for slot in self.slots)
+
+    def reserve(self, layer, name, shape, decay):
+        if self.data is not None:
+            raise RuntimeError("the arena is already allocated; reserve slots before allocate()")
+        shape = tuple(int(d) for d in shape)
+        size = int(np.prod(shape, dtype=np.int64))
+        per_line = _ALIGN_BYTES // self.dtype.itemsize
+        offset = -(-self._size // per_line) * per_line
+        slot = Slot(layer, name, shape, offset, size, bool(decay))
+        self.slots.append(slot)
+        self._size = offset + size
+        return slot
+
+    def allocate(self):
+        self.data = _aligned_zeros(self._size, self.dtype)
+        self.grad = _aligned_zeros(self._size, self.dtype)
+
+    def param(self, slot):
+        return self.data[slot.offset:slot.offset + slot.size].reshape(slot.shape)
+
+    def grad_of(self, slot):
+        return self.grad[slot.offset:slot.offset + slot.size].reshape(slot.shape)
+
+    def decay_mask(self):
+        """1 where weight decay / L1 apply by default, 0 elsewhere (padding included)."""
+        mask = np.zeros(self._size, dtype=self.dtype)
+        for slot in self.slots:
+            if slot.decay:
+                mask[slot.offset:slot.offset + slot.size] = 1
+        return mask

@@ -1,0 +1,51 @@
+"""Input checks at the Python boundary: clear errors before any work starts.
+
+Arrays of any numeric dtype and layout are accepted and converted ONCE to a
+C-contiguous array of the model's dtype (a copy only when needed); the caller's
+array is never modified.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def as_matrix(X, dtype, name="X", n_features=None, allow_empty=False):
+    """X as a C-contiguous 2-D array of ``dtype``, checked to be finite."""
+    if X is None:
+        raise ValueError(f"{name} is None; expected a 2-D numeric array")
+    if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas
+        X = X.to_numpy()
+    arr = np.asarray(X)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}"
+                         + ("; reshape a single sample with X.reshape(1, -1)" if arr.ndim == 1 else ""))
+    if not allow_empty and arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features, but the model expects {n_features}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
+    return out
+
+
+def check_positive_int(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def check_same_length(X, y, x_name="X", y_name="y"):
+    if len(X) != len(y):
+        raise ValueError(f"{x_name} has {len(X)} samples but {y_name} has {len(y)}")
