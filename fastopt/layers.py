@@ -69,7 +69,10 @@ class Layer:
     rng_step = 0         # keyed by the model's seed, rng_step and index)
     seed = 0
 
-    def __init__(self):
+    def __init__(self, decay=None):
+        # decay: {param name: bool} overriding which parameters take weight decay / L1
+        # (default: Dense weights yes; biases and batch-norm scale/shift no).
+        self.decay = dict(decay or {})
         self.params = {}
         self.grads = {}
         self._slots = {}
@@ -101,6 +104,10 @@ class Layer:
     def backward(self, dy, need_input_grad=True):
         return dy
 
+    def _reserve(self, arena, name, shape, default_decay):
+        self._slots[name] = arena.reserve(self.index, name, shape,
+                                          self.decay.get(name, default_decay))
+
     def get_config(self):
         return {}
 
@@ -123,10 +130,14 @@ class Dense(Layer):
         Default: He normal for the ReLU family, Glorot uniform otherwise. Biases start at 0.
     alpha : float or None
         Negative slope of leaky_relu (default 0.01) or scale of elu (default 1.0).
+    decay : dict or None
+        Which parameters take weight decay / L1, e.g. ``{"b": True}`` to decay the bias
+        too. Default: ``W`` yes, ``b`` no.
     """
 
-    def __init__(self, units, activation=None, use_bias=True, init=None, alpha=None):
-        super().__init__()
+    def __init__(self, units, activation=None, use_bias=True, init=None, alpha=None,
+                 decay=None):
+        super().__init__(decay)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"Dense units must be a positive integer, got {units!r}")
         self.units = int(units)
@@ -142,14 +153,16 @@ class Dense(Layer):
 
     def get_config(self):
         return {"units": self.units, "activation": self.activation,
-                "use_bias": self.use_bias, "init": self.init, "alpha": self.alpha}
+                "use_bias": self.use_bias, "init": self.init, "alpha": self.alpha,
+                "decay": self.decay or None}
 
     def build(self, input_dim, dtype, arena):
         super().build(input_dim, dtype, arena)
         self.output_dim = self.units
-        self._slots = {"W": arena.reserve(self.index, "W", (self.units, self.input_dim), decay=True)}
+        self._slots = {}
+        self._reserve(arena, "W", (self.units, self.input_dim), default_decay=True)
         if self.use_bias:
-            self._slots["b"] = arena.reserve(self.index, "b", (self.units,), decay=False)
+            self._reserve(arena, "b", (self.units,), default_decay=False)
         self._ws = _Workspace(self._make_buffers)
         return self.output_dim
 
