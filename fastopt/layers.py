@@ -398,7 +398,8 @@ class BatchNorm(Layer):
         self.running_var = np.ones(d, self.dtype)
         self._mean = np.zeros(d, np.float64)
         self._invstd = np.ones(d, np.float64)
-        self._coef = np.empty((2, d), self.dtype)
+        self._coef = np.empty((6, d), self.dtype)          # per-feature kernel scratch
+        self._partial = np.empty((0, 2, d), np.float64)    # per-row-block partial sums
         self._ws = _Workspace(self._make_buffers)
         return d
 
@@ -446,8 +447,8 @@ class BatchNorm(Layer):
         self._training = training
         if not training:
             _norm.forward_eval(x, self._gamma, self._beta, self.running_mean,
-                               self.running_var, self._coef[0], self._coef[1], ws["Y"],
-                               self.eps, self._act, self._alpha)
+                               self.running_var, self._coef, ws["Y"], self.eps,
+                               self._act, self._alpha)
             return ws["Y"]
         if x.shape[0] < 2:
             raise ValueError("BatchNorm needs more than 1 sample per batch in training "
@@ -463,17 +464,20 @@ class BatchNorm(Layer):
             seed = step = layer = threshold = 0
             scale = 1.0
         self._scale = scale
+        blocks = _norm.n_row_blocks(x.shape[0])
+        if blocks > self._partial.shape[0]:
+            self._partial = np.empty((blocks, 2, self.output_dim), np.float64)
         _norm.forward_train(x, self._gamma, self._beta, ws["Y"], self._mean, self._invstd,
-                            self.running_mean, self.running_var, self.momentum, self.eps,
-                            self._act, self._alpha, ws["bits"], seed, step, layer,
-                            threshold, scale, self._drop)
+                            self.running_mean, self.running_var, self._partial,
+                            self._coef, self.momentum, self.eps, self._act, self._alpha,
+                            ws["bits"], seed, step, layer, threshold, scale, self._drop)
         return ws["Y"]
 
     def backward(self, dy, need_input_grad=True):
         if not self._training:
             raise RuntimeError("BatchNorm.backward needs a training forward first")
         ws = self._out
-        _norm.backward(self._x, dy, self._gamma, self._beta, self._mean, self._invstd,
-                       ws["dX"], self._dgamma, self._dbeta, self._act, self._alpha,
-                       ws["bits"], self._scale, self._drop, need_input_grad)
+        _norm.backward(self._x, dy, self._gamma, self._mean, self._invstd, self._partial,
+                       self._coef, ws["dX"], self._dgamma, self._dbeta, self._act,
+                       self._alpha, ws["bits"], self._scale, self._drop, need_input_grad)
         return ws["dX"] if need_input_grad else None
