@@ -17,12 +17,15 @@ ones, cached per batch size, so a training loop allocates nothing after its firs
 """
 
 import math
+import numbers
 
 import numpy as np
 
 from ._kernels import dense as _dense
+from ._kernels import dropout as _dropout
+from ._kernels import norm as _norm
 
-__all__ = ["Layer", "Dense", "Activation", "ACTIVATIONS"]
+__all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "ACTIVATIONS"]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh",
                "sigmoid", "tanh", "softplus")
@@ -243,3 +246,238 @@ class Activation(Layer):
         ws = self._out
         _dense.activation_backward(dy, ws["A"], self._x, ws["dZ"], self._act, self.alpha)
         return ws["dZ"]
+
+
+# Philox block indices are 32-bit: a layer's output may hold at most 2^34 elements.
+_MAX_DROPOUT_ELEMENTS = 1 << 34
+_U64 = (1 << 64) - 1
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each unit is kept with probability ``1 − rate`` and
+    kept units are scaled by ``1/(1 − rate)``; in evaluation it is the identity.
+
+    Masks come from Philox4x32-10 keyed by (model seed, training step, layer index,
+    element index): element e is kept when its 32-bit draw u satisfies
+    ``u < floor((1 − rate)·2^32)``. The same seed gives the same masks for any thread
+    count; backward applies exactly the forward's mask.
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+        Probability of dropping a unit; 0 makes the layer a no-op.
+    """
+
+    stochastic = True
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
+        rate = float(rate)
+        if not (0.0 <= rate < 1.0):
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        keep = 1.0 - rate
+        self.threshold = math.floor(keep * 4294967296.0)  # exact: keep·2^32 in float64
+        self.scale = 1.0 / keep
+        # keep == 1 (rate 0, or so small that 1 − rate rounds to 1) keeps every unit.
+        self.active = self.threshold < 4294967296
+        self._ws = None
+        self._identity = True
+
+    def get_config(self):
+        return {"rate": self.rate}
+
+    def build(self, input_dim, dtype, arena):
+        out = super().build(input_dim, dtype, arena)
+        self._ws = _Workspace(self._make_buffers)
+        return out
+
+    def _make_buffers(self, rows):
+        return {"Y": np.empty((rows, self.output_dim), self.dtype),
+                "dX": np.empty((rows, self.output_dim), self.dtype),
+                "bits": mask_bits_buffer(rows, self.output_dim)}
+
+    def key(self):
+        """(seed, step, layer) as the kernels take them."""
+        return int(self.seed) & _U64, int(self.rng_step) & _U64, int(self.index)
+
+    def forward(self, x, training=False):
+        self._identity = not (training and self.active)
+        if self._identity:
+            return x
+        check_dropout_size(x.shape)
+        ws = self._ws.get(x.shape[0])
+        seed, step, layer = self.key()
+        _dropout.forward(x, ws["Y"], ws["bits"], seed, step, layer, self.threshold,
+                         self.scale)
+        self._out = ws
+        return ws["Y"]
+
+    def backward(self, dy, need_input_grad=True):
+        if self._identity:
+            return dy
+        ws = self._out
+        _dropout.backward(dy, ws["bits"], ws["dX"], self.scale)
+        return ws["dX"]
+
+
+def mask_bits_buffer(rows, cols):
+    """Dropout mask bits of a (rows, cols) activation: 16 columns per uint16 word."""
+    return np.zeros((rows, max(1, (cols + 15) // 16)), np.uint16)
+
+
+def check_dropout_size(shape):
+    if shape[0] * shape[1] >= _MAX_DROPOUT_ELEMENTS:
+        raise ValueError(f"dropout supports at most 2^34 elements per batch, got "
+                         f"{shape[0]}x{shape[1]}; use smaller batches")
+
+
+class BatchNorm(Layer):
+    """Batch normalization over the batch axis, per feature (PyTorch's BatchNorm1d).
+
+    Training: ``y = γ·(x − μ_B)/√(σ²_B + eps) + β`` with the batch mean and the biased
+    batch variance; the running statistics move by ``momentum`` towards the batch mean
+    and the UNBIASED batch variance. Evaluation normalizes with the running statistics.
+    A batch of one row cannot be normalized in training (its variance is undefined).
+
+    In a model, BatchNorm fuses the layers right after it when it can: an
+    ``Activation`` (identity, relu, leaky_relu, elu) and/or a ``Dropout``, so the
+    block Dense → BatchNorm → Activation → Dropout costs one pass over the activations
+    forward and one backward.
+
+    Parameters
+    ----------
+    momentum : float in [0, 1]
+    eps : float > 0
+    affine : bool
+        Learn the scale γ (init 1) and shift β (init 0); otherwise γ = 1, β = 0.
+    decay : dict or None
+        ``{"gamma": True}`` etc. to apply weight decay / L1 (default: neither).
+
+    ``running_mean`` and ``running_var`` (model dtype) are state, not parameters;
+    ``buffers`` names them for saving.
+    """
+
+    def __init__(self, momentum=0.1, eps=1e-5, affine=True, decay=None):
+        super().__init__(decay)
+        for name, value in (("momentum", momentum), ("eps", eps)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value):
+                raise TypeError(f"BatchNorm {name} must be a finite number, got {value!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm momentum must be in [0, 1], got {momentum}")
+        if eps <= 0:
+            raise ValueError(f"BatchNorm eps must be > 0, got {eps}")
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self._act_name, self._act, self._alpha = "identity", 0, 0.0
+        self._dropout_layer = None
+        self._ws = None
+        self.running_mean = None
+        self.running_var = None
+
+    def get_config(self):
+        return {"momentum": self.momentum, "eps": self.eps, "affine": self.affine,
+                "decay": self.decay or None}
+
+    @property
+    def buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def build(self, input_dim, dtype, arena):
+        super().build(input_dim, dtype, arena)
+        d = self.output_dim
+        self._slots = {}
+        if self.affine:
+            self._reserve(arena, "gamma", (d,), default_decay=False)
+            self._reserve(arena, "beta", (d,), default_decay=False)
+        self.running_mean = np.zeros(d, self.dtype)
+        self.running_var = np.ones(d, self.dtype)
+        self._mean = np.zeros(d, np.float64)
+        self._invstd = np.ones(d, np.float64)
+        self._coef = np.empty((6, d), self.dtype)          # per-feature kernel scratch
+        self._partial = np.empty((0, 2, d), np.float64)    # per-row-block partial sums
+        self._ws = _Workspace(self._make_buffers)
+        return d
+
+    def bind(self, arena):
+        super().bind(arena)
+        d = self.output_dim
+        if self.affine:
+            self._gamma, self._beta = self.params["gamma"], self.params["beta"]
+            self._dgamma, self._dbeta = self.grads["gamma"], self.grads["beta"]
+        else:
+            self._gamma, self._beta = np.ones(d, self.dtype), np.zeros(d, self.dtype)
+            self._dgamma, self._dbeta = np.empty(d, self.dtype), np.empty(d, self.dtype)
+
+    def initialize(self, rng):
+        if self.affine:
+            self.params["gamma"][...] = 1
+            self.params["beta"][...] = 0
+        self.running_mean[...] = 0
+        self.running_var[...] = 1
+
+    def absorb(self, following):
+        """Fuse a following Activation (one the kernel applies) and/or Dropout."""
+        n = 0
+        if n < len(following) and type(following[n]) is Activation \
+                and following[n].activation in _norm.FUSED_ACTIVATIONS:
+            act = following[n]
+            self._act_name, self._act, self._alpha = act.activation, \
+                _norm.FUSED_ACTIVATIONS[act.activation], act.alpha
+            n += 1
+        if n < len(following) and type(following[n]) is Dropout:
+            self._dropout_layer = following[n]
+            n += 1
+        return n
+
+    def _make_buffers(self, rows):
+        d = self.output_dim
+        return {"Y": np.empty((rows, d), self.dtype),
+                "dX": np.empty((rows, d), self.dtype),
+                "bits": mask_bits_buffer(rows, d)}
+
+    def forward(self, x, training=False):
+        ws = self._ws.get(x.shape[0])
+        self._x = x
+        self._out = ws
+        self._training = training
+        if not training:
+            _norm.forward_eval(x, self._gamma, self._beta, self.running_mean,
+                               self.running_var, self._coef, ws["Y"], self.eps,
+                               self._act, self._alpha)
+            return ws["Y"]
+        if x.shape[0] < 2:
+            raise ValueError("BatchNorm needs more than 1 sample per batch in training "
+                             f"(got input of shape {x.shape}): the batch variance is "
+                             "undefined; use a larger batch or drop the last partial one")
+        drop = self._dropout_layer
+        self._drop = drop is not None and drop.active
+        if self._drop:
+            check_dropout_size(x.shape)
+            seed, step, layer = drop.key()
+            threshold, scale = drop.threshold, drop.scale
+        else:
+            seed = step = layer = threshold = 0
+            scale = 1.0
+        self._scale = scale
+        blocks = _norm.n_row_blocks(x.shape[0])
+        if blocks > self._partial.shape[0]:
+            self._partial = np.empty((blocks, 2, self.output_dim), np.float64)
+        _norm.forward_train(x, self._gamma, self._beta, ws["Y"], self._mean, self._invstd,
+                            self.running_mean, self.running_var, self._partial,
+                            self._coef, self.momentum, self.eps, self._act, self._alpha,
+                            ws["bits"], seed, step, layer, threshold, scale, self._drop)
+        return ws["Y"]
+
+    def backward(self, dy, need_input_grad=True):
+        if not self._training:
+            raise RuntimeError("BatchNorm.backward needs a training forward first")
+        ws = self._out
+        _norm.backward(self._x, dy, self._gamma, self._mean, self._invstd, self._partial,
+                       self._coef, ws["dX"], self._dgamma, self._dbeta, self._act,
+                       self._alpha, ws["bits"], self._scale, self._drop, need_input_grad)
+        return ws["dX"] if need_input_grad else None

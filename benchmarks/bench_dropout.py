@@ -1,0 +1,51 @@
+"""asv benchmarks: Dropout forward (Philox mask generation) and backward (stored bits),
+and backward by regenerating the mask instead: the measurement behind storing bits."""
+
+import numpy as np
+
+import fastopt as fo
+from fastopt._kernels import dropout as _dropout
+
+SHAPES = [(128, 256), (512, 2048), (4096, 1024)]
+
+
+class Dropout:
+    params = (SHAPES,)
+    param_names = ["shape"]
+    timeout = 120
+
+    def setup(self, shape):
+        rows, d = shape
+        self.model = fo.Sequential([fo.Dropout(0.2)], input_dim=d, dtype="float32", seed=0)
+        self.layer = self.model.layers[0]
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((rows, d)).astype(np.float32)
+        self.dy = rng.standard_normal((rows, d)).astype(np.float32)
+        self.model._forward(self.x, True)
+        self.model._backward(self.dy, True)
+        self.out = np.empty_like(self.x)
+        self.bits = np.zeros_like(self.layer._out["bits"])
+
+    def time_forward(self, shape):
+        self.model._forward(self.x, True)
+
+    def time_backward_stored_bits(self, shape):
+        self.model._backward(self.dy, True)
+
+    def time_backward_regenerated(self, shape):
+        seed, step, layer = self.layer.key()
+        _dropout.regenerate_backward(self.dy, self.out, self.bits, seed, step, layer,
+                                     self.layer.threshold, self.layer.scale)
+
+
+class Philox:
+    """Raw generator throughput: 2^18 blocks = 2^20 32-bit words."""
+
+    def setup(self):
+        self.out = np.empty(1 << 20, np.uint32)
+
+    def time_philox_fill_simd(self):
+        _dropout.philox_fill_blocks(self.out, 0, 1, 2, 3, 4, 5)
+
+    def time_philox_fill_scalar(self):
+        _dropout.philox_fill_blocks(self.out, 0, 1, 2, 3, 4, 5, scalar=True)
