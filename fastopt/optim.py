@@ -348,9 +348,15 @@ class SGD(Optimizer):
         p ← p − lr·g
 
     Full-batch gradient descent, mini-batch SGD and pure stochastic SGD are this
-    optimizer with ``batch_size=None``, ``batch_size=B`` and ``batch_size=1`` in
-    ``Trainer.fit``. Defaults: lr=0.01, momentum=0, dampening=0, nesterov=False,
-    weight_decay=0, l1=0, maximize=False, clip_value=None.
+    one optimizer; only the batch the gradient is averaged over changes::
+
+        trainer = fastopt.Trainer(model, "mse", fastopt.optim.SGD(lr=0.1, momentum=0.9))
+        trainer.fit(X, y, epochs=50, batch_size=None)  # full-batch gradient descent
+        trainer.fit(X, y, epochs=50, batch_size=32)    # mini-batch SGD
+        trainer.fit(X, y, epochs=50, batch_size=1)     # pure stochastic (one sample a step)
+
+    Defaults: lr=0.01, momentum=0, dampening=0, nesterov=False, weight_decay=0, l1=0,
+    maximize=False, clip_value=None.
     """
 
     name = "sgd"
