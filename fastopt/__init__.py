@@ -3,7 +3,7 @@
 Fused Cython kernels (BLAS GEMMs, OpenMP loops) under a thin Python API.
 """
 
-from . import datasets, losses, optim
+from . import datasets, losses, optim, schedules
 from .layers import Activation, Dense, Layer
 from .layers import BatchNorm, Dropout
 from .model import Sequential
@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Sequential", "Dense", "Activation", "Layer", "BatchNorm", "Dropout",
     "Trainer", "History",
-    "optim", "losses", "datasets",
+    "optim", "schedules", "losses", "datasets",
     "threads", "set_num_threads", "get_num_threads",
 ]

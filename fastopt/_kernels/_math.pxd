@@ -64,3 +64,7 @@ cdef inline floating _sigmoid(floating z) noexcept nogil:
 
 cdef inline floating _softplus(floating z) noexcept nogil:
     return (z if z > 0 else 0) + _log1p(_exp(-_abs(z)))
+
+cdef inline floating _sign(floating x) noexcept nogil:
+    # sign(0) = 0 (and 0 for NaN): the L1 sub-gradient at 0 is taken as 0.
+    return <floating>(x > 0) - <floating>(x < 0)
