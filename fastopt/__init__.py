@@ -3,7 +3,9 @@
 Fused Cython kernels (BLAS GEMMs, OpenMP loops) under a thin Python API.
 """
 
-from . import datasets, losses, optim
+from . import callbacks, datasets, distill, losses, metrics, optim
+from .callbacks import Checkpoint, EarlyStopping, ReduceLROnPlateau
+from .io import load, save
 from .layers import Activation, Dense, Layer
 from .model import Sequential
 from .threads import get_num_threads, set_num_threads, threads
@@ -14,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Sequential", "Dense", "Activation", "Layer",
     "Trainer", "History",
-    "optim", "losses", "datasets",
+    "EarlyStopping", "ReduceLROnPlateau", "Checkpoint",
+    "save", "load",
+    "optim", "losses", "metrics", "callbacks", "datasets", "distill",
     "threads", "set_num_threads", "get_num_threads",
 ]

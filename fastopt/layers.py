@@ -73,6 +73,8 @@ class Layer:
         # decay: {param name: bool} overriding which parameters take weight decay / L1
         # (default: Dense weights yes; biases and batch-norm scale/shift no).
         self.decay = dict(decay or {})
+        # Non-trainable state that is saved and restored with the model (name -> array).
+        self.buffers = {}
         self.params = {}
         self.grads = {}
         self._slots = {}

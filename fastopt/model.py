@@ -133,6 +133,34 @@ class Sequential:
                 out[start:stop] = self._forward(X[start:stop], training=False)
         return out
 
+    def get_state(self):
+        """A copy of everything training changes in the model: the parameters, each
+        layer's non-trainable buffers (batch-norm running statistics) and ``train_step``."""
+        buffers = {f"{i}.{name}": buf.copy() for i, layer in enumerate(self.layers)
+                   for name, buf in layer.buffers.items()}
+        return {"parameters": self.arena.data.copy(), "buffers": buffers,
+                "train_step": self.train_step}
+
+    def set_state(self, state):
+        """Restore what ``get_state`` returned (checked first: nothing changes on error)."""
+        params = np.asarray(state["parameters"])
+        if params.shape != self.arena.data.shape:
+            raise ValueError(f"parameters of shape {params.shape} do not fit this model's "
+                             f"arena of shape {self.arena.data.shape}")
+        expected = {f"{i}.{name}": buf for i, layer in enumerate(self.layers)
+                    for name, buf in layer.buffers.items()}
+        given = state.get("buffers", {})
+        if set(given) != set(expected):
+            raise ValueError(f"layer buffers {sorted(given)} do not match this model's "
+                             f"{sorted(expected)}")
+        for key, buf in expected.items():
+            if np.shape(given[key]) != buf.shape:
+                raise ValueError(f"buffer {key} has shape {np.shape(given[key])}, expected {buf.shape}")
+        self.arena.data[...] = params
+        for key, buf in expected.items():
+            buf[...] = given[key]
+        self.train_step = int(state.get("train_step", self.train_step))
+
     def get_config(self):
         return {
             "input_dim": self.input_dim,
