@@ -3,9 +3,10 @@
 Fused Cython kernels (BLAS GEMMs, OpenMP loops) under a thin Python API.
 """
 
-from . import datasets, losses, optim, schedules
-from .layers import Activation, Dense, Layer
-from .layers import BatchNorm, Dropout
+from . import callbacks, datasets, distill, losses, metrics, optim, schedules
+from .callbacks import Checkpoint, EarlyStopping, ReduceLROnPlateau
+from .io import load, save
+from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Standardize
 from .model import Sequential
 from .threads import get_num_threads, set_num_threads, threads
 from .train import History, Trainer
@@ -13,8 +14,10 @@ from .train import History, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sequential", "Dense", "Activation", "Layer", "BatchNorm", "Dropout",
+    "Sequential", "Dense", "Activation", "Layer", "BatchNorm", "Dropout", "Standardize",
     "Trainer", "History",
-    "optim", "schedules", "losses", "datasets",
+    "EarlyStopping", "ReduceLROnPlateau", "Checkpoint",
+    "save", "load",
+    "optim", "schedules", "losses", "metrics", "callbacks", "datasets", "distill",
     "threads", "set_num_threads", "get_num_threads",
 ]

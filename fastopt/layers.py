@@ -25,7 +25,7 @@ from ._kernels import dense as _dense
 from ._kernels import dropout as _dropout
 from ._kernels import norm as _norm
 
-__all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "ACTIVATIONS"]
+__all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Standardize", "ACTIVATIONS"]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh",
                "sigmoid", "tanh", "softplus")
@@ -82,6 +82,11 @@ class Layer:
         self.input_dim = None
         self.output_dim = None
         self.dtype = None
+
+    @property
+    def buffers(self):
+        """Non-trainable state saved and restored with the model (name -> array)."""
+        return {}
 
     def build(self, input_dim, dtype, arena):
         self.input_dim = int(input_dim)
@@ -481,3 +486,50 @@ class BatchNorm(Layer):
                        self._coef, ws["dX"], self._dgamma, self._dbeta, self._act,
                        self._alpha, ws["bits"], self._scale, self._drop, need_input_grad)
         return ws["dX"] if need_input_grad else None
+
+
+class Standardize(Layer):
+    """Fixed input scaling ``y = (x − mean) / scale``, saved with the model.
+
+    Lets a saved model take raw features (the CLI puts the training split's statistics
+    here). No trainable parameters; ``mean`` and ``scale`` are buffers.
+    """
+
+    def __init__(self, mean, scale):
+        super().__init__()
+        self.mean = np.asarray(mean, dtype=np.float64).ravel()
+        scale = np.asarray(scale, dtype=np.float64).ravel()
+        if self.mean.shape != scale.shape:
+            raise ValueError(f"mean {self.mean.shape} and scale {scale.shape} must have one "
+                             "value per feature")
+        if not (np.isfinite(self.mean).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError("Standardize needs finite means and finite, positive scales")
+        self.scale = scale
+        self._ws = None
+
+    def get_config(self):
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+    def build(self, input_dim, dtype, arena):
+        out = super().build(input_dim, dtype, arena)
+        if self.mean.shape[0] != out:
+            raise ValueError(f"Standardize has {self.mean.shape[0]} features, its input {out}")
+        self._mean = self.mean.astype(self.dtype)
+        self._inv = (1.0 / self.scale).astype(self.dtype)
+        self._ws = _Workspace(lambda rows: {"Y": np.empty((rows, out), self.dtype),
+                                            "dX": np.empty((rows, out), self.dtype)})
+        return out
+
+    def forward(self, x, training=False):
+        ws = self._ws.get(x.shape[0])
+        np.subtract(x, self._mean, out=ws["Y"])
+        np.multiply(ws["Y"], self._inv, out=ws["Y"])
+        self._out = ws
+        return ws["Y"]
+
+    def backward(self, dy, need_input_grad=True):
+        if not need_input_grad:
+            return None
+        ws = self._out
+        np.multiply(dy, self._inv, out=ws["dX"])
+        return ws["dX"]

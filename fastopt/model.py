@@ -22,6 +22,8 @@ class Sequential:
         Number of input features.
     dtype : "float32" or "float64"
         Precision of parameters, activations and gradients.
+    metadata : dict or None
+        JSON-able information saved with the model (e.g. class names).
     seed : int
         Seeds the initial weights and, for layers that draw at train time (dropout),
         their masks, which are keyed by (seed, ``train_step``, layer index).
@@ -30,7 +32,9 @@ class Sequential:
     ``params[name]`` / ``grads[name]`` are views into them.
     """
 
-    def __init__(self, layers, input_dim, dtype="float32", seed=0):
+    def __init__(self, layers, input_dim, dtype="float32", seed=0, metadata=None):
+        # JSON-able facts saved with the model (class names, feature names, ...).
+        self.metadata = dict(metadata or {})
         self.dtype = np.dtype(dtype)
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
@@ -133,11 +137,40 @@ class Sequential:
                 out[start:stop] = self._forward(X[start:stop], training=False)
         return out
 
+    def get_state(self):
+        """A copy of everything training changes in the model: the parameters, each
+        layer's non-trainable buffers (batch-norm running statistics) and ``train_step``."""
+        buffers = {f"{i}.{name}": buf.copy() for i, layer in enumerate(self.layers)
+                   for name, buf in layer.buffers.items()}
+        return {"parameters": self.arena.data.copy(), "buffers": buffers,
+                "train_step": self.train_step}
+
+    def set_state(self, state):
+        """Restore what ``get_state`` returned (checked first: nothing changes on error)."""
+        params = np.asarray(state["parameters"])
+        if params.shape != self.arena.data.shape:
+            raise ValueError(f"parameters of shape {params.shape} do not fit this model's "
+                             f"arena of shape {self.arena.data.shape}")
+        expected = {f"{i}.{name}": buf for i, layer in enumerate(self.layers)
+                    for name, buf in layer.buffers.items()}
+        given = state.get("buffers", {})
+        if set(given) != set(expected):
+            raise ValueError(f"layer buffers {sorted(given)} do not match this model's "
+                             f"{sorted(expected)}")
+        for key, buf in expected.items():
+            if np.shape(given[key]) != buf.shape:
+                raise ValueError(f"buffer {key} has shape {np.shape(given[key])}, expected {buf.shape}")
+        self.arena.data[...] = params
+        for key, buf in expected.items():
+            buf[...] = given[key]
+        self.train_step = int(state.get("train_step", self.train_step))
+
     def get_config(self):
         return {
             "input_dim": self.input_dim,
             "dtype": self.dtype.name,
             "seed": self.seed,
+            "metadata": self.metadata,
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                        for layer in self.layers],
         }

@@ -34,7 +34,7 @@ import numbers
 __all__ = [
     "Schedule", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay",
     "PolynomialDecay", "CosineDecay", "Warmup", "ReduceOnPlateau",
-    "SCHEDULES", "get_schedule",
+    "SCHEDULES", "get_schedule", "from_state_dict",
 ]
 
 _INTERVALS = ("step", "epoch")
@@ -407,3 +407,21 @@ def get_schedule(name, **kwargs):
         raise ValueError(f"unknown schedule {name!r}; choose one of "
                          f"{sorted(SCHEDULES)}") from None
     return cls(**kwargs)
+
+
+def from_state_dict(state):
+    """Rebuild a schedule from its ``state_dict()`` (what ``fastopt.save`` stores)."""
+    import inspect
+
+    name = state.get("schedule") if isinstance(state, dict) else None
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule in state: {name!r}")
+    cls = SCHEDULES[name]
+    if cls is Warmup:
+        schedule = Warmup(from_state_dict(state["inner"]), warmup=state["warmup"],
+                          start_factor=state["start_factor"], interval=state["interval"])
+    else:
+        accepted = inspect.signature(cls).parameters
+        schedule = cls(**{k: v for k, v in state.items() if k in accepted})
+    schedule.load_state_dict(state)
+    return schedule

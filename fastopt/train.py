@@ -1,13 +1,21 @@
 """The training loop: shuffle, gather batches into reused buffers, forward, loss,
-backward, update, record."""
+backward, clip, update, schedule, metrics, validation, callbacks, History.
+
+Failure behaviour: bad input is rejected before any work; a non-finite loss or gradient
+norm is never applied (error or skipped step, by ``on_nonfinite``); Ctrl-C stops at the
+end of the current step and returns the History with the model consistent.
+"""
 
 import math
-import sys
+import signal
+import threading
 import time
 
 import numpy as np
 
+from .callbacks import Callback, ProgressBar
 from .losses import get_loss
+from .metrics import get_metric
 from .optim import Optimizer
 from .threads import blas_single_thread
 from .validation import as_matrix, check_positive_int, check_same_length
@@ -16,19 +24,55 @@ __all__ = ["Trainer", "History"]
 
 
 class History:
-    """Per-epoch records: ``history["loss"]`` is the list of training losses."""
+    """Per-epoch records: ``history["loss"]``, ``history["val_loss"]``, metrics, ``lr``, ``time``.
+
+    ``nonfinite_steps`` lists the steps whose loss or gradient norm was not finite;
+    ``interrupted`` is True when training was stopped by Ctrl-C.
+    """
 
     def __init__(self):
         self.epoch = []
         self.history = {}
+        self.nonfinite_steps = []
+        self.interrupted = False
+        self.restored_epoch = None
 
-    def record(self, epoch, **values):
+    def record(self, epoch, logs):
         self.epoch.append(epoch)
-        for key, value in values.items():
-            self.history.setdefault(key, []).append(value)
+        for key, value in logs.items():
+            if key != "epoch":
+                self.history.setdefault(key, []).append(value)
 
     def __getitem__(self, key):
         return self.history[key]
+
+    def __contains__(self, key):
+        return key in self.history
+
+    def plot(self, path):
+        """Draw the learning curves (loss and each metric, train and validation) to a PNG."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from None
+        names = [k for k in self.history if not k.startswith("val_") and k not in ("lr", "time")]
+        fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.5 * (len(names) + 1), 3.5))
+        for ax, name in zip(axes, names):
+            ax.plot(self.epoch, self.history[name], label=f"train {name}")
+            if f"val_{name}" in self.history:
+                ax.plot(self.epoch, self.history[f"val_{name}"], label=f"validation {name}")
+            ax.set_xlabel("epoch")
+            ax.set_title(name)
+            ax.legend()
+        axes[-1].plot(self.epoch, self.history["lr"])
+        axes[-1].set_xlabel("epoch")
+        axes[-1].set_title("learning rate")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
@@ -37,22 +81,43 @@ class History:
 class _BatchGatherer:
     """Gathers shuffled rows into buffers made once; views cached per batch length."""
 
-    def __init__(self, X, T, batch_size):
-        self.X, self.T = X, T
-        self._X = np.empty((batch_size,) + X.shape[1:], X.dtype)
-        self._T = np.empty((batch_size,) + T.shape[1:], T.dtype)
+    def __init__(self, arrays, batch_size):
+        self.arrays = arrays
+        self.buffers = [np.empty((batch_size,) + a.shape[1:], a.dtype) for a in arrays]
         self._views = {}
 
     def gather(self, idx):
         m = idx.shape[0]
         views = self._views.get(m)
         if views is None:
-            views = self._views[m] = (self._X[:m], self._T[:m])
-        xb, tb = views
-        # mode="clip": indices come from a permutation; "raise" would buffer (allocate).
-        np.take(self.X, idx, axis=0, out=xb, mode="clip")
-        np.take(self.T, idx, axis=0, out=tb, mode="clip")
-        return xb, tb
+            views = self._views[m] = [buf[:m] for buf in self.buffers]
+        for src, dst in zip(self.arrays, views):
+            # mode="clip": indices come from a permutation; "raise" would buffer (allocate).
+            np.take(src, idx, axis=0, out=dst, mode="clip")
+        return views
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C during fit into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.raised:  # a second Ctrl-C: the user insists
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 class Trainer:
@@ -62,89 +127,368 @@ class Trainer:
     ----------
     model : Sequential
     loss : str or Loss
-        "softmax_cross_entropy", "binary_cross_entropy" or "mse".
+        "softmax_cross_entropy", "binary_cross_entropy" or "mse" (or a Loss instance).
     optimizer : Optimizer
+    schedule : schedule object or None
+        From ``fastopt.schedules``; called per step or per epoch as its ``interval`` says.
+    clip_norm : float or None
+        Rescale the gradients so their global L2 norm is at most ``clip_norm``.
+    clip_value : float or None
+        Clamp every gradient to [−clip_value, clip_value].
+    metrics : list of str
+        Any of "accuracy", "topK_accuracy" (e.g. "top5_accuracy"), "mse", "mae", "r2",
+        reported for training batches and validation data.
+    callbacks : list of Callback
+    on_nonfinite : "raise" or "skip"
+        What a non-finite loss or gradient norm does: stop with FloatingPointError (the
+        model keeps the last finite weights) or skip that step's update. Either way the
+        step is listed in ``History.nonfinite_steps``.
     """
 
-    def __init__(self, model, loss, optimizer):
+    def __init__(self, model, loss, optimizer, schedule=None, clip_norm=None, clip_value=None,
+                 metrics=(), callbacks=(), on_nonfinite="raise"):
+        from .model import Sequential
+
+        if not isinstance(model, Sequential):
+            raise TypeError(f"model must be a fastopt Sequential, got {type(model).__name__}")
         self.model = model
         self.loss = get_loss(loss)
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastopt optimizer, got {optimizer!r}")
         self.optimizer = optimizer
-        self.step_count = 0
+        self.schedule = schedule
+        for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0
+                                          and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        self.clip_norm = clip_norm
+        if clip_value is not None:
+            # Clamping happens inside the optimizer's single pass over the arena.
+            if optimizer.clip_value is not None and optimizer.clip_value != clip_value:
+                raise ValueError(f"clip_value={clip_value} conflicts with the optimizer's own "
+                                 f"clip_value={optimizer.clip_value}")
+            optimizer.clip_value = float(clip_value)
+        self.clip_value = clip_value
+        self.metrics = [get_metric(m) for m in metrics]
+        for metric in self.metrics:
+            if metric.classification and not self.loss.is_classification:
+                raise ValueError(f"metric {metric.name!r} needs a classification loss, "
+                                 f"not {self.loss.name!r}")
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be fastopt Callback instances, got {cb!r}")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.step_count = 0      # optimizer steps taken (skipped ones included)
+        self.epoch = 0           # completed epochs
+        self.batch_in_epoch = 0  # batches done of the current, unfinished epoch
+        self.seed = None
+        self.stop_training = False
+        self.history = History()
+        self.steps_in_epoch = None
+        self._segments = model.arena.segments()
+
+    # ---- input checks ----
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
         X = as_matrix(X, self.model.dtype, name=name_x, n_features=self.model.input_dim)
+        if y is None:
+            raise ValueError(f"{name_y} is None: targets are needed")
         T = self.loss.prepare_targets(y, self.model.output_dim, self.model.dtype)
         check_same_length(X, T, name_x, name_y)
         return X, T
 
-    def _train_step(self, xb, tb):
-        """One step; returns the batch loss. A non-finite loss is raised before any update."""
+    def _weights(self, T, sample_weight, class_weight, n):
+        if sample_weight is None and class_weight is None:
+            return None
+        w = np.ones(n, self.model.dtype)
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, dtype=np.float64)
+            if sw.shape != (n,):
+                raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
+            if not np.isfinite(sw).all() or (sw < 0).any():
+                raise ValueError("sample_weight must be finite and >= 0")
+            w *= sw.astype(self.model.dtype)
+        if class_weight is not None:
+            if not isinstance(class_weight, dict):
+                raise TypeError("class_weight must be a dict {class index: weight}")
+            if T.ndim != 1:
+                raise ValueError("class_weight needs integer class labels as targets")
+            k = self.model.output_dim
+            table = np.ones(k, self.model.dtype)
+            for key, value in class_weight.items():
+                if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < k:
+                    raise ValueError(f"class_weight key {key!r} is not a class index in [0, {k})")
+                if not (math.isfinite(value) and value >= 0):
+                    raise ValueError(f"class_weight[{key}] must be finite and >= 0, got {value}")
+                table[key] = value
+            w *= table[T]
+        return w
+
+    # ---- one step ----
+
+    def _train_step(self, xb, tb, wb=None):
+        """Forward, loss, backward, clip, update. Returns the batch loss."""
         model = self.model
         out = model._forward(xb, True)
-        value, dout = self.loss(out, tb)
+        value, dout = self.loss(out, tb, wb)
+        step = self.step_count + 1
         if not math.isfinite(value):
-            raise FloatingPointError(
-                f"the training loss became {value} at step {self.step_count + 1}; the model "
-                "keeps the weights of the last finite step. Lower the learning rate or "
-                "check the inputs' scale.")
+            return self._nonfinite(step, f"the training loss became {value}")
         model._backward(dout, False)
-        self.optimizer._apply(model.arena.data, model.arena.grad)
-        self.step_count += 1
+        scale = self._gradient_scale(step)
+        if scale is None:
+            return value
+        if self.schedule is not None and self.schedule.interval == "step":
+            self.schedule.step(self.optimizer, self.step_count)  # lr_at(steps completed)
+        self.optimizer._apply(model.arena.data, model.arena.grad, self._segments, scale)
+        self.step_count = step
+        if self.metrics:
+            for metric in self.metrics:
+                metric.update(out, tb, wb)
         return value
 
-    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, verbose=0):
-        """Train for ``epochs`` passes over (X, y); returns a History.
+    def _gradient_scale(self, step):
+        """Global-norm clipping factor (1.0 without clipping); None when the norm is not
+        finite and the step was skipped."""
+        from .optim import clip_scale, global_norm
 
-        ``batch_size=None`` is full-batch gradient descent, ``batch_size=1`` pure
-        stochastic gradient descent. X of any numeric dtype is converted once to the
-        model's dtype. The last partial batch is kept.
+        # Always measured (one fixed-order reduction, ~2% of a step): a non-finite gradient
+        # must never reach the weights, with or without clipping.
+        norm = global_norm(self.model.arena.grad)
+        if not math.isfinite(norm):
+            self._nonfinite(step, f"the gradient norm became {norm}")
+            return None
+        if self.clip_norm is None:
+            return 1.0
+        return clip_scale(norm, self.clip_norm)
+
+    def _nonfinite(self, step, what):
+        self.history.nonfinite_steps.append(step)
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(
+                f"{what} at step {step} (epoch {self.epoch + 1}); the model keeps the weights "
+                "of the last finite step. Lower the learning rate, clip the gradients "
+                "(clip_norm=...) or check the inputs' scale; on_nonfinite='skip' skips such steps.")
+        self.step_count = step
+        return math.nan
+
+    # ---- fit ----
+
+    def fit(self, X, y=None, epochs=1, batch_size=32, validation_data=None,
+            validation_split=None, shuffle=True, seed=0, sample_weight=None,
+            class_weight=None, verbose=1, drop_last=False, steps_per_epoch=None,
+            callbacks=()):
+        """Train for ``epochs`` more epochs; returns the History (also ``self.history``).
+
+        X, y: arrays (any numeric dtype, converted once to the model's dtype; pandas
+        DataFrames/Series too), or X an iterable of (X_batch, y_batch) pairs with y=None
+        (iterated once per epoch, or ``steps_per_epoch`` batches per epoch).
+        ``batch_size=None`` is full-batch gradient descent, 1 pure stochastic descent.
+        Each epoch's order is a permutation drawn from (seed, epoch): a resumed run
+        (``fastopt.load`` of a checkpoint, then ``fit``) continues exactly where it stopped.
+        ``validation_split`` holds out that (random, seeded) fraction of the data.
+        Weights: the loss is ``Σ wᵢℓᵢ / Σ wᵢ`` per batch, wᵢ = sample_weight[i]·class_weight[yᵢ].
+        ``verbose``: 0 silent, 1 a line per epoch (and a live bar on a terminal).
         """
-        X, T = self._prepare(X, y)
         epochs = check_positive_int(epochs, "epochs")
-        n = X.shape[0]
-        batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
-        rng = np.random.default_rng(seed)
-        gatherer = _BatchGatherer(X, T, batch_size) if shuffle and batch_size < n else None
-        history = History()
-        with blas_single_thread:
-            for epoch in range(1, epochs + 1):
-                start_time = time.perf_counter()
-                total = 0.0
-                order = rng.permutation(n) if gatherer is not None else None
-                for start in range(0, n, batch_size):
-                    stop = min(start + batch_size, n)
-                    if order is None:
-                        xb, tb = X[start:stop], T[start:stop]
+        streaming = y is None and not isinstance(X, np.ndarray) and hasattr(X, "__iter__")
+        if steps_per_epoch is not None:
+            steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
+        if streaming:
+            if sample_weight is not None or class_weight is not None or validation_split:
+                raise ValueError("sample_weight, class_weight and validation_split need array "
+                                 "inputs, not an iterable of batches")
+            data = None
+        else:
+            Xa, T = self._prepare(X, y)
+            W = self._weights(T, sample_weight, class_weight, Xa.shape[0])
+            if validation_split is not None:
+                if validation_data is not None:
+                    raise ValueError("give validation_data or validation_split, not both")
+                if not 0.0 < validation_split < 1.0:
+                    raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+                n_val = int(round(Xa.shape[0] * validation_split))
+                if n_val < 1 or n_val >= Xa.shape[0]:
+                    raise ValueError(f"validation_split={validation_split} leaves no training or "
+                                     f"no validation rows out of {Xa.shape[0]}")
+                order = np.random.default_rng([seed, 0x5EED]).permutation(Xa.shape[0])
+                val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+                validation_data = (Xa[val_idx], T[val_idx])
+                Xa, T = Xa[train_idx], T[train_idx]
+                W = None if W is None else W[train_idx]
+            data = (Xa, T, W)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            self._prepare(*validation_data, "X_val", "y_val")  # fail now, not after epoch 1
+        n = data[0].shape[0] if data is not None else None
+        if batch_size is None:
+            if data is None:
+                raise ValueError("batch_size=None (full batch) needs array inputs")
+            batch_size = n
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if n is not None:
+            batch_size = min(batch_size, n)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if self.seed is not None and self.seed != seed and self.batch_in_epoch:
+            raise ValueError(f"this trainer stopped mid-epoch with seed={self.seed}; resume with "
+                             "the same seed to continue exactly")
+        self.seed = int(seed)
+
+        cbs = list(self.callbacks) + list(callbacks)
+        if verbose:
+            cbs.append(ProgressBar())
+        self.history = history = History()
+        self.stop_training = False
+        if data is not None:
+            steps = n // batch_size if drop_last else -(-n // batch_size)
+            if steps == 0:
+                raise ValueError(f"drop_last with batch_size={batch_size} > {n} rows leaves no batch")
+            self.steps_in_epoch = steps if steps_per_epoch is None else min(steps, steps_per_epoch)
+        else:
+            self.steps_in_epoch = steps_per_epoch
+            stream = iter(X) if steps_per_epoch is not None else None
+
+        with blas_single_thread, _InterruptFlag() as interrupt:
+            for cb in cbs:
+                cb.on_train_begin(self)
+            last_epoch = self.epoch + epochs
+            try:
+                while self.epoch < last_epoch and not self.stop_training and not interrupt.raised:
+                    epoch = self.epoch + 1
+                    if (self.schedule is not None and self.schedule.interval == "epoch"
+                            and self.schedule.monitor is None):
+                        self.schedule.step(self.optimizer, self.epoch)  # lr_at(epochs completed)
+                    for cb in cbs:
+                        cb.on_epoch_begin(self, epoch)
+                    for metric in self.metrics:
+                        metric.reset()
+                    start_time = time.perf_counter()
+                    if data is not None:
+                        total, count = self._array_epoch(data, batch_size, shuffle, drop_last,
+                                                         cbs, interrupt)
                     else:
-                        xb, tb = gatherer.gather(order[start:stop])
-                    total += self._train_step(xb, tb) * (stop - start)
-                elapsed = time.perf_counter() - start_time
-                history.record(epoch, loss=total / n, lr=self.optimizer.lr, time=elapsed)
-                if verbose:
-                    print(f"epoch {epoch:>3}/{epochs}  loss {total / n:.6f}  ({elapsed:.3f} s)",
-                          file=sys.stdout, flush=True)
+                        batches = stream if stream is not None else iter(X)
+                        total, count = self._stream_epoch(batches, cbs, interrupt)
+                    if interrupt.raised or self.stop_training and self.batch_in_epoch:
+                        break
+                    self.epoch = epoch
+                    self.batch_in_epoch = 0
+                    logs = {"loss": total / count if count else math.nan}
+                    for metric in self.metrics:
+                        logs[metric.name] = metric.result()
+                    if validation_data is not None:
+                        for key, value in self.evaluate(*validation_data).items():
+                            logs[f"val_{key}"] = value
+                    logs["lr"] = self.optimizer.lr
+                    logs["time"] = time.perf_counter() - start_time
+                    history.record(epoch, logs)
+                    if self.schedule is not None and self.schedule.monitor is not None:
+                        self._schedule_plateau(logs)
+                    for cb in cbs:
+                        cb.on_epoch_end(self, epoch, logs)
+            finally:
+                history.interrupted = interrupt.raised
+                for cb in cbs:
+                    cb.on_train_end(self, {})
         return history
 
-    def evaluate(self, X, y, batch_size=1024):
-        """Mean loss over (X, y), and accuracy for classification losses."""
+    def _schedule_plateau(self, logs):
+        monitor = self.schedule.monitor
+        if monitor not in logs:
+            raise ValueError(f"the schedule monitors {monitor!r}, which this fit does not log; "
+                             f"logged: {sorted(k for k in logs if k != 'time')}")
+        self.schedule.step(self.optimizer, logs[monitor])
+
+    def _array_epoch(self, data, batch_size, shuffle, drop_last, cbs, interrupt):
+        X, T, W = data
+        n = X.shape[0]
+        arrays = [X, T] if W is None else [X, T, W]
+        order = (np.random.default_rng([self.seed, self.epoch + 1]).permutation(n)
+                 if shuffle and batch_size < n else None)
+        gatherer = _BatchGatherer(arrays, batch_size) if order is not None else None
+        total = count = 0.0
+        stop = n - n % batch_size if drop_last else n
+        first = self.batch_in_epoch
+        for b, start in enumerate(range(first * batch_size, stop, batch_size), start=first):
+            if self.steps_in_epoch is not None and b >= self.steps_in_epoch:
+                break
+            end = min(start + batch_size, n)
+            if order is None:
+                batch = [a[start:end] for a in arrays]
+            else:
+                batch = gatherer.gather(order[start:end])
+            value = self._train_step(*batch)
+            self.batch_in_epoch = b + 1
+            if math.isfinite(value):
+                total += value * (end - start)
+                count += end - start
+            for cb in cbs:
+                cb.on_batch_end(self, self.step_count, {"loss": value})
+            if interrupt.raised or self.stop_training:
+                break
+        return total, count
+
+    def _stream_epoch(self, batches, cbs, interrupt):
+        total = count = 0.0
+        for b, item in enumerate(batches):
+            try:
+                xb, yb = item
+            except (TypeError, ValueError):
+                raise ValueError("an iterable input must yield (X_batch, y_batch) pairs") from None
+            xb, tb = self._prepare(xb, yb, "X batch", "y batch")
+            value = self._train_step(xb, tb)
+            self.batch_in_epoch = b + 1
+            if math.isfinite(value):
+                total += value * xb.shape[0]
+                count += xb.shape[0]
+            for cb in cbs:
+                cb.on_batch_end(self, self.step_count, {"loss": value})
+            if (interrupt.raised or self.stop_training
+                    or (self.steps_in_epoch is not None and b + 1 >= self.steps_in_epoch)):
+                break
+        return total, count
+
+    # ---- evaluation ----
+
+    def evaluate(self, X, y, batch_size=1024, sample_weight=None):
+        """Mean loss over (X, y) and every metric (accuracy always, for classifiers)."""
         X, T = self._prepare(X, y)
+        W = self._weights(T, sample_weight, None, X.shape[0])
         out = self.model.predict(X, batch_size=batch_size)
-        value, _ = self.loss(out, T)
+        value, _ = self.loss(out, T, W)
         result = {"loss": value}
-        if self.loss.is_classification:
-            result["accuracy"] = accuracy(out, T)
+        metrics = list(self.metrics)
+        if self.loss.is_classification and not any(m.name == "accuracy" for m in metrics):
+            metrics.append(get_metric("accuracy"))
+        for metric in metrics:
+            fresh = type(metric)(metric.k) if hasattr(metric, "k") else type(metric)()
+            fresh.update(out, T, W)
+            result[metric.name] = fresh.result()
         return result
 
+    def predict_proba(self, X, batch_size=1024):
+        """Class probabilities: softmax of the logits (or sigmoid for binary cross-entropy)."""
+        from scipy.special import expit, softmax
 
-def accuracy(out, T):
-    """Fraction of rows whose predicted class matches the target."""
-    if out.shape[1] == 1:  # binary logits
-        pred = (out[:, 0] > 0).astype(np.int64)
-        truth = (T[:, 0] >= 0.5).astype(np.int64)
-    else:
-        pred = out.argmax(axis=1)
-        truth = T.argmax(axis=1) if T.ndim == 2 else T
-    return float(np.mean(pred == truth))
+        if not self.loss.is_classification:
+            raise ValueError(f"predict_proba needs a classification loss, not {self.loss.name!r}")
+        out = self.model.predict(X, batch_size=batch_size)
+        if self.loss.name == "binary_cross_entropy":
+            return expit(out)
+        return softmax(out, axis=1)
+
+    # ---- state ----
+
+    def get_config(self):
+        return {"loss": {"name": self.loss.name, "config": self.loss.get_config()},
+                "clip_norm": self.clip_norm, "clip_value": self.clip_value,
+                "metrics": [m.name for m in self.metrics], "on_nonfinite": self.on_nonfinite}
+
+    def counters(self):
+        return {"step_count": self.step_count, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "seed": self.seed}

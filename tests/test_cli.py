@@ -13,7 +13,7 @@ def test_main_job_trains_on_the_bundled_digits(capsys):
     assert main(["train"]) == 0
     out = capsys.readouterr().out
     assert "UCI handwritten digits" in out
-    assert "epoch  30/30" in out
+    assert "epoch  30  loss" in out
     accuracy = float(out.split("held-out accuracy:")[1].split()[0])
     assert accuracy >= 0.95, out
 
@@ -66,3 +66,44 @@ def test_user_mistakes_print_one_line_and_exit_2(tmp_path, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_save_predict_info_round_trip(tmp_path, capsys):
+    model_path = tmp_path / "digits.npz"
+    assert main(["train", "--hidden", "64,32", "--batch-norm", "--dropout", "0.1", "--validation-split",
+                 "0.1", "--early-stopping", "3", "--schedule", "cosine", "--epochs", "15", "--quiet",
+                 "--save", str(model_path)]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("held-out accuracy:")[1].split()[0])
+    assert accuracy > 0.93
+    X, y = __import__("fastopt").datasets.load_digits()
+    data = tmp_path / "raw.csv"
+    np.savetxt(data, X[:50], delimiter=",", header=",".join(f"pixel_{i}" for i in range(64)), comments="")
+    preds = tmp_path / "pred.csv"
+    assert main(["predict", str(model_path), "--data", str(data), "--out", str(preds)]) == 0
+    lines = preds.read_text().split()
+    assert lines[0] == "digit" and len(lines) == 51
+    assert np.mean(np.array(lines[1:], dtype=int) == y[:50]) > 0.9
+    assert main(["predict", str(model_path), "--data", str(data), "--out", str(preds), "--proba"]) == 0
+    P = np.loadtxt(preds, delimiter=",", skiprows=1)
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+    capsys.readouterr()
+    assert main(["info", str(model_path)]) == 0
+    info = capsys.readouterr().out
+    assert "classification" in info and "BatchNorm" in info
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--early-stopping", "3"], "needs --validation-split"),
+    (["train", "--dropout", "1.0"], "--dropout"),
+    (["info", "/nonexistent.npz"], "no such file"),
+    (["predict", "{csv}", "--data", "{csv}", "--out", "x.csv"], "not a readable fastopt file"),
+])
+def test_more_user_mistakes_are_one_line_errors(tmp_path, args, message):
+    csv = tmp_path / "d.csv"
+    csv.write_text("x,y\n1,0\n2,1\n")
+    args = [a.replace("{csv}", str(csv)) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "fastopt", *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr

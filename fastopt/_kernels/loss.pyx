@@ -181,3 +181,63 @@ def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
                      <floating>(2 * scale * w[i] / K), &row_loss[i])
         total = _weighted_total(row_loss, w, scale)
     return total
+
+
+cdef void _distill_row(const floating* zs, const floating* zt, Py_ssize_t y,
+                       floating* dz, floating* et, Py_ssize_t K, floating inv_T,
+                       floating alpha, floating coef, double* loss) noexcept nogil:
+    # Soft part: T²·KL(p_t ‖ p_s) with p = softmax(z/T); its gradient in z_s is T·(p_s − p_t).
+    # Hard part: cross-entropy with the label at temperature 1.
+    # et (K scratch values) holds the teacher's softened exponentials.
+    cdef Py_ssize_t k
+    cdef floating T = 1 / inv_T
+    cdef floating ms = zs[0] * inv_T, mt = zt[0] * inv_T, m1 = zs[0]
+    cdef double ss = 0, st = 0, s1 = 0, kl = 0
+    cdef double lse_s, lse_t, lse_1, log_pt, log_ps
+    for k in range(1, K):
+        if zs[k] * inv_T > ms:
+            ms = zs[k] * inv_T
+        if zt[k] * inv_T > mt:
+            mt = zt[k] * inv_T
+        if zs[k] > m1:
+            m1 = zs[k]
+    for k in range(K):
+        dz[k] = _exp(zs[k] * inv_T - ms)
+        et[k] = _exp(zt[k] * inv_T - mt)
+        ss += dz[k]
+        st += et[k]
+        s1 += _exp(zs[k] - m1)
+    lse_s = ms + _log(<floating>ss)
+    lse_t = mt + _log(<floating>st)
+    lse_1 = m1 + _log(<floating>s1)
+    for k in range(K):
+        log_pt = zt[k] * inv_T - lse_t
+        log_ps = zs[k] * inv_T - lse_s
+        kl += (et[k] / st) * (log_pt - log_ps)
+        dz[k] = coef * (alpha * T * <floating>(dz[k] / ss - et[k] / st)
+                        + (1 - alpha) * _exp(<floating>(zs[k] - lse_1)))
+    dz[y] -= coef * (1 - alpha)
+    loss[0] = alpha * T * T * kl + (1 - alpha) * (lse_1 - zs[y])
+
+
+def distillation(const floating[:, ::1] Zs, const floating[:, ::1] Zt,
+                 const label_t[::1] y, const floating[::1] w, double scale,
+                 double temperature, double alpha, floating[:, ::1] dZ,
+                 floating[:, ::1] scratch, double[::1] row_loss):
+    """Knowledge distillation (Hinton et al.) from student logits Zs and teacher logits Zt:
+
+    ℓᵢ = α·T²·KL(softmax(zₜ/T) ‖ softmax(zₛ/T)) + (1 − α)·CE(zₛ, yᵢ)
+    dZᵢ = scale·wᵢ·[α·T·(softmax(zₛ/T) − softmax(zₜ/T)) + (1 − α)·(softmax(zₛ) − onehot(yᵢ))]
+    ``scratch`` is (N, K) workspace.
+    """
+    cdef Py_ssize_t N = Zs.shape[0], K = Zs.shape[1], i
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef floating inv_T = <floating>(1.0 / temperature)
+    cdef floating a = <floating>alpha
+    cdef double total
+    with nogil:
+        for i in prange(N, num_threads=nt, schedule='static'):
+            _distill_row(&Zs[i, 0], &Zt[i, 0], <Py_ssize_t>y[i], &dZ[i, 0], &scratch[i, 0], K,
+                         inv_T, a, <floating>(scale * w[i]), &row_loss[i])
+        total = _weighted_total(row_loss, w, scale)
+    return total

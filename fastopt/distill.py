@@ -1,0 +1,105 @@
+"""Knowledge distillation: train a student from a trained teacher's softened outputs.
+
+Loss (Hinton et al., CONTRACT.md): ``α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(z_s, y)``.
+The teacher's logits are computed batch by batch in evaluation mode, or once for the whole
+training set with ``precompute_teacher=True`` (faster when the teacher is big and the data
+fits in memory twice).
+"""
+
+import numpy as np
+
+from ._kernels import loss as _loss
+from .losses import Loss, SoftmaxCrossEntropy
+from .train import Trainer
+
+__all__ = ["DistillationLoss", "Distiller"]
+
+
+class DistillationLoss(Loss):
+    """Targets are (n, K + 1): the teacher's K logits, then the class label (as a float)."""
+
+    name = "distillation"
+    is_classification = True
+
+    def __init__(self, temperature=4.0, alpha=0.9):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.temperature = float(temperature)
+        self.alpha = float(alpha)
+        self._labels = {}
+
+    def get_config(self):
+        return {"temperature": self.temperature, "alpha": self.alpha}
+
+    def prepare_targets(self, y, n_outputs, dtype):
+        labels = SoftmaxCrossEntropy().prepare_targets(y, n_outputs, dtype)
+        if labels.ndim != 1:
+            raise ValueError("distillation needs integer class labels as y")
+        target = np.zeros((labels.shape[0], n_outputs + 1), dtype)
+        target[:, n_outputs] = labels
+        return target
+
+    def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
+        K = pred.shape[1]
+        key = pred.shape
+        bufs = self._labels.get(key)
+        if bufs is None:
+            bufs = self._labels[key] = (np.empty(pred.shape[0], np.int64), np.empty_like(pred),
+                                        np.empty_like(pred))
+        labels, teacher, scratch = bufs
+        np.copyto(labels, target[:, K], casting="unsafe")
+        np.copyto(teacher, target[:, :K])
+        return _loss.distillation(pred, teacher, labels, w, scale, self.temperature, self.alpha,
+                                  dpred, scratch, row_loss)
+
+
+class Distiller(Trainer):
+    """A Trainer for a student that learns from ``teacher`` (a trained Sequential with the
+    same inputs and number of classes). ``fit(X, y, ...)`` takes hard labels as y.
+
+    Parameters: ``temperature`` T (softening), ``alpha`` (weight of the soft part), and
+    ``precompute_teacher``; the rest as Trainer.
+    """
+
+    def __init__(self, student, teacher, optimizer, temperature=4.0, alpha=0.9,
+                 precompute_teacher=False, **trainer_kwargs):
+        if teacher.input_dim != student.input_dim or teacher.output_dim != student.output_dim:
+            raise ValueError(f"teacher ({teacher.input_dim} → {teacher.output_dim}) and student "
+                             f"({student.input_dim} → {student.output_dim}) must have the same "
+                             "inputs and classes")
+        if teacher.dtype != student.dtype:
+            raise ValueError(f"teacher ({teacher.dtype}) and student ({student.dtype}) must "
+                             "share a dtype")
+        super().__init__(student, DistillationLoss(temperature, alpha), optimizer, **trainer_kwargs)
+        self.teacher = teacher
+        self.precompute_teacher = precompute_teacher
+        self._hard_loss = SoftmaxCrossEntropy()
+
+    def _prepare(self, X, y, name_x="X", name_y="y"):
+        X, T = super()._prepare(X, y, name_x, name_y)
+        if self.precompute_teacher:
+            T[:, :-1] = self.teacher.predict(X)
+        return X, T
+
+    def _train_step(self, xb, tb, wb=None):
+        if not self.precompute_teacher:
+            # tb is the trainer's own batch buffer (or a view of its converted copy).
+            np.copyto(tb[:, :-1], self.teacher._forward(xb, False), casting="same_kind")
+        return super()._train_step(xb, tb, wb)
+
+    def evaluate(self, X, y, batch_size=1024, sample_weight=None):
+        """The student's hard-label cross-entropy and accuracy on (X, y)."""
+        from .metrics import get_metric
+
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == self.model.output_dim + 1:  # prepared (teacher, label)
+            y = y[:, -1]
+        labels = self._hard_loss.prepare_targets(y, self.model.output_dim, self.model.dtype)
+        out = self.model.predict(X, batch_size=batch_size)
+        value, _ = self._hard_loss(out, labels)
+        acc = get_metric("accuracy")
+        acc.update(out, labels)
+        return {"loss": value, "accuracy": acc.result()}
