@@ -42,10 +42,6 @@ ACTIVATIONS = {
 }
 NEEDS_PREACTIVATION = frozenset({GELU_TANH, GELU})
 
-# A multiply-add count under which a GEMM stays on one thread: ~15 µs of sgemm,
-# a few times the cost of an OpenMP fork/join.
-cdef enum:
-    GEMM_WORK_PER_THREAD = 2097152
 # Elements under which an elementwise pass stays on one thread.
 cdef enum:
     ELEMENTWISE_PER_THREAD = 32768
@@ -175,22 +171,94 @@ cdef void _grad_row(const floating* da, const floating* a, const floating* z,
 
 
 # ---- tiled GEMMs ----
+#
+# C (m×n) is cut into a grid of tiles whose shape depends only on (m, n, k), never on the
+# thread count. Each tile is one single-threaded BLAS call; OpenMP runs the tiles.
+# A product worth parallelising is first cut in two (so two threads always have work);
+# beyond that, tiles are halved along their longer side only while each half keeps at
+# least SPLIT_WORK multiply-adds and SPLIT_DIM rows and columns, up to MAX_TILES tiles:
+# BLAS repacks the operand panels for every call, and small tiles made that dominate
+# (64×64 tiles: 52 GFLOP/s on a 512×1024×2048 product where one whole call gave 70-73;
+# 256×256 tiles recovered 71-79 on one thread and 135-145 on two).
 
-cdef inline Py_ssize_t _row_tile(Py_ssize_t rows) noexcept nogil:
-    # Depends only on the shape, never on the thread count.
-    return 64 if rows <= 2048 else 256
+cdef enum:
+    FIRST_SPLIT_WORK = 1048576   # multiply-adds per half for the first cut (~20 µs)
+    FIRST_SPLIT_DIM = 32
+    SPLIT_WORK = 8388608         # per half, for every further cut
+    SPLIT_DIM = 128
+    MAX_TILES = 16
+
+ctypedef struct Tiling:
+    Py_ssize_t tm, tn        # tile height and width (last row/column of tiles may be smaller)
+    Py_ssize_t n_tm, n_tn    # tiles down and across
 
 
-cdef void _forward_tile(const floating* X, const floating* W, const floating* b,
-                        floating* Z, floating* A, Py_ssize_t r0, Py_ssize_t r1,
-                        int n_in, int n_out, int act, floating alpha,
+cdef inline Py_ssize_t _half(Py_ssize_t d) noexcept nogil:
+    # Halves rounded up to a multiple of 16: SIMD-friendly tile edges.
+    cdef Py_ssize_t h = (d + 1) // 2
+    return (h + 15) // 16 * 16
+
+
+cdef Tiling _tiling(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    cdef Tiling t
+    cdef Py_ssize_t min_work = FIRST_SPLIT_WORK, min_dim = FIRST_SPLIT_DIM
+    t.tm = m
+    t.tn = n
+    while (t.tm * t.tn * k >= 2 * min_work
+           and ((m + t.tm - 1) // t.tm) * ((n + t.tn - 1) // t.tn) < MAX_TILES):
+        if t.tn >= t.tm and t.tn >= 2 * min_dim:
+            t.tn = _half(t.tn)
+        elif t.tm >= 2 * min_dim:
+            t.tm = _half(t.tm)
+        elif t.tn >= 2 * min_dim:
+            t.tn = _half(t.tn)
+        else:
+            break
+        min_work = SPLIT_WORK
+        min_dim = SPLIT_DIM
+    t.n_tm = (m + t.tm - 1) // t.tm
+    t.n_tn = (n + t.tn - 1) // t.tn
+    return t
+
+
+cdef inline void _gemm_tile(Tiling t, Py_ssize_t tile, bint trans_a, bint trans_b,
+                            Py_ssize_t m, Py_ssize_t n, int k,
+                            const floating* a, int lda, const floating* b, int ldb,
+                            floating* c, int ldc) noexcept nogil:
+    cdef Py_ssize_t i0 = (tile // t.n_tn) * t.tm, j0 = (tile % t.n_tn) * t.tn
+    cdef Py_ssize_t i1 = min(i0 + t.tm, m), j1 = min(j0 + t.tn, n)
+    gemm(trans_a, trans_b, <int>(i1 - i0), <int>(j1 - j0), k, <floating>1.0,
+         a + (i0 if trans_a else i0 * lda), lda,
+         b + (j0 * ldb if trans_b else j0), ldb,
+         <floating>0.0, c + i0 * ldc + j0, ldc)
+
+
+cdef void _gemm_tiles(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, int k,
+                      const floating* a, int lda, const floating* b, int ldb,
+                      floating* c, int ldc, int max_threads) noexcept nogil:
+    """C = op(A)·op(B), row-major, over the fixed tile grid."""
+    cdef Tiling t = _tiling(m, n, k)
+    cdef Py_ssize_t n_tiles = t.n_tm * t.n_tn, tile
+    cdef int nt = max_threads if max_threads < n_tiles else <int>n_tiles
+    if nt <= 1:
+        for tile in range(n_tiles):
+            _gemm_tile(t, tile, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+    else:
+        for tile in prange(n_tiles, num_threads=nt, schedule='static'):
+            _gemm_tile(t, tile, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+
+
+cdef void _forward_tile(Tiling t, Py_ssize_t tile, const floating* X, const floating* W,
+                        const floating* b, floating* Z, floating* A, Py_ssize_t N,
+                        int n_in, Py_ssize_t n_out, int act, floating alpha,
                         bint has_bias, bint keep_z) noexcept nogil:
-    cdef Py_ssize_t i
-    gemm(False, True, <int>(r1 - r0), n_out, n_in, <floating>1.0,
-         X + r0 * n_in, n_in, W, n_in, <floating>0.0, Z + r0 * n_out, n_out)
-    for i in range(r0, r1):
-        _epilogue_row(Z + i * n_out, b, A + i * n_out, n_out, act, alpha,
-                      has_bias, keep_z)
+    # The epilogue runs on the tile just computed, while it is still in cache.
+    cdef Py_ssize_t i0 = (tile // t.n_tn) * t.tm, j0 = (tile % t.n_tn) * t.tn
+    cdef Py_ssize_t i1 = min(i0 + t.tm, N), j1 = min(j0 + t.tn, n_out), i
+    _gemm_tile(t, tile, False, True, N, n_out, n_in, X, n_in, W, n_in, Z, <int>n_out)
+    for i in range(i0, i1):
+        _epilogue_row(Z + i * n_out + j0, b + j0 if has_bias else NULL, A + i * n_out + j0,
+                      j1 - j0, act, alpha, has_bias, keep_z)
 
 
 def forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
@@ -202,12 +270,11 @@ def forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[:
     only when the activation needs it for backward (GELU); otherwise A may be the
     same buffer as Z and Z's content is unspecified afterwards.
     """
-    cdef Py_ssize_t N = X.shape[0]
-    cdef int n_in = <int>X.shape[1], n_out = <int>W.shape[0]
-    cdef Py_ssize_t tile = _row_tile(N)
-    cdef Py_ssize_t n_tiles = (N + tile - 1) // tile
-    cdef Py_ssize_t t, r1
-    cdef int nt = threads_for(N * n_in * n_out, GEMM_WORK_PER_THREAD)
+    cdef Py_ssize_t N = X.shape[0], n_out = W.shape[0]
+    cdef int n_in = <int>X.shape[1]
+    cdef Tiling t = _tiling(N, n_out, n_in)
+    cdef Py_ssize_t n_tiles = t.n_tm * t.n_tn, tile
+    cdef int nt = kernel_threads()
     cdef bint keep_z = act == GELU or act == GELU_TANH
     cdef const floating* b_ptr = &b[0] if has_bias else NULL
     cdef floating alpha_f = <floating>alpha
@@ -217,15 +284,31 @@ def forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[:
         nt = <int>n_tiles
     with nogil:
         if nt <= 1:
-            for t in range(n_tiles):
-                r1 = min((t + 1) * tile, N)
-                _forward_tile(&X[0, 0], &W[0, 0], b_ptr, &Z[0, 0], &A[0, 0],
-                              t * tile, r1, n_in, n_out, act, alpha_f, has_bias, keep_z)
+            for tile in range(n_tiles):
+                _forward_tile(t, tile, &X[0, 0], &W[0, 0], b_ptr, &Z[0, 0], &A[0, 0], N,
+                              n_in, n_out, act, alpha_f, has_bias, keep_z)
         else:
-            for t in prange(n_tiles, num_threads=nt, schedule='static'):
-                _forward_tile(&X[0, 0], &W[0, 0], b_ptr, &Z[0, 0], &A[0, 0],
-                              t * tile, min((t + 1) * tile, N), n_in, n_out, act,
-                              alpha_f, has_bias, keep_z)
+            for tile in prange(n_tiles, num_threads=nt, schedule='static'):
+                _forward_tile(t, tile, &X[0, 0], &W[0, 0], b_ptr, &Z[0, 0], &A[0, 0], N,
+                              n_in, n_out, act, alpha_f, has_bias, keep_z)
+
+
+def gemm_rowmajor(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
+                  bint trans_a, bint trans_b):
+    """C = op(A)·op(B) through the tiled, thread-count-invariant path (tests, benchmarks)."""
+    cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
+    cdef int k = <int>(A.shape[0] if trans_a else A.shape[1])
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        _gemm_tiles(trans_a, trans_b, m, n, k, &A[0, 0], <int>A.shape[1], &B[0, 0],
+                    <int>B.shape[1], &C[0, 0], <int>C.shape[1], kernel_threads())
+
+
+def tile_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """(tile height, tile width, tiles down, tiles across) for an m×n×k product."""
+    cdef Tiling t = _tiling(m, n, k)
+    return t.tm, t.tn, t.n_tm, t.n_tn
 
 
 cdef void _grad_stripe(const floating* dA, const floating* A, const floating* Z,
@@ -241,33 +324,6 @@ cdef void _grad_stripe(const floating* dA, const floating* A, const floating* Z,
         off = i * n_out + c0
         _grad_row(dA + off, A + off, Z + off if Z != NULL else NULL, dZ + off,
                   db + c0 if has_bias else NULL, c1 - c0, act, alpha, has_bias)
-
-
-cdef void _gemm_tiles(bint trans_a, bint trans_b, Py_ssize_t m, int n, int k,
-                      const floating* a, int lda, const floating* b, int ldb,
-                      floating* c, int ldc, int max_threads) noexcept nogil:
-    """C = op(A)·op(B) with C's rows cut into fixed tiles, one BLAS call each."""
-    cdef Py_ssize_t tile = _row_tile(m)
-    cdef Py_ssize_t n_tiles = (m + tile - 1) // tile
-    cdef Py_ssize_t t, r0, r1
-    cdef int nt = threads_for(m * n * k, GEMM_WORK_PER_THREAD)
-    if nt > max_threads:
-        nt = max_threads
-    if nt > n_tiles:
-        nt = <int>n_tiles
-    if nt <= 1:
-        for t in range(n_tiles):
-            r0 = t * tile
-            r1 = min(r0 + tile, m)
-            gemm(trans_a, trans_b, <int>(r1 - r0), n, k, <floating>1.0,
-                 a + (r0 if trans_a else r0 * lda), lda, b, ldb,
-                 <floating>0.0, c + r0 * ldc, ldc)
-    else:
-        for t in prange(n_tiles, num_threads=nt, schedule='static'):
-            gemm(trans_a, trans_b, <int>(min(t * tile + tile, m) - t * tile), n, k,
-                 <floating>1.0,
-                 a + (t * tile if trans_a else t * tile * lda), lda, b, ldb,
-                 <floating>0.0, c + t * tile * ldc, ldc)
 
 
 def backward(const floating[:, ::1] dA, const floating[:, ::1] X,
@@ -311,11 +367,11 @@ def backward(const floating[:, ::1] dA, const floating[:, ::1] X,
                                  s * STRIPE, min(s * STRIPE + STRIPE, n_out), act,
                                  alpha_f, has_bias)
             # dW (out×in) = dZᵀ (out×N) · X (N×in)
-            _gemm_tiles(True, False, n_out, <int>n_in, <int>N, &dZ[0, 0], <int>n_out,
+            _gemm_tiles(True, False, n_out, n_in, <int>N, &dZ[0, 0], <int>n_out,
                         &X[0, 0], <int>n_in, &dW[0, 0], <int>n_in, max_threads)
             if need_dx:
                 # dX (N×in) = dZ (N×out) · W (out×in)
-                _gemm_tiles(False, False, N, <int>n_in, <int>n_out, &dZ[0, 0],
+                _gemm_tiles(False, False, N, n_in, <int>n_out, &dZ[0, 0],
                             <int>n_out, &W[0, 0], <int>n_in, &dX[0, 0], <int>n_in,
                             max_threads)
 
