@@ -137,6 +137,14 @@ class Sequential:
                 out[start:stop] = self._forward(X[start:stop], training=False)
         return out
 
+    def predict_proba(self, X, batch_size=1024):
+        """Class probabilities for a classifier's logits: softmax over the outputs, or the
+        sigmoid of a single output (binary cross-entropy models)."""
+        from scipy.special import expit, softmax
+
+        out = self.predict(X, batch_size=batch_size)
+        return expit(out) if self.output_dim == 1 else softmax(out, axis=1)
+
     def get_state(self):
         """A copy of everything training changes in the model: the parameters, each
         layer's non-trainable buffers (batch-norm running statistics) and ``train_step``."""

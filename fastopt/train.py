@@ -472,15 +472,13 @@ class Trainer:
         return result
 
     def predict_proba(self, X, batch_size=1024):
-        """Class probabilities: softmax of the logits (or sigmoid for binary cross-entropy)."""
-        from scipy.special import expit, softmax
-
+        """Class probabilities: softmax of the logits (sigmoid for binary cross-entropy)."""
         if not self.loss.is_classification:
             raise ValueError(f"predict_proba needs a classification loss, not {self.loss.name!r}")
-        out = self.model.predict(X, batch_size=batch_size)
-        if self.loss.name == "binary_cross_entropy":
-            return expit(out)
-        return softmax(out, axis=1)
+        if self.loss.name == "binary_cross_entropy" or self.model.output_dim == 1:
+            from scipy.special import expit
+            return expit(self.model.predict(X, batch_size=batch_size))
+        return self.model.predict_proba(X, batch_size=batch_size)
 
     # ---- state ----
 

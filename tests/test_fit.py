@@ -202,3 +202,54 @@ def test_ctrl_c_from_outside_a_running_fit(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert out.strip() == "stopped True True True"
+
+
+def test_clip_norm_scales_the_update_to_the_global_norm(rng):
+    X = rng.standard_normal((16, 3)) * 100
+    y = rng.standard_normal(16) * 100
+    model = fo.Sequential([fo.Dense(1)], input_dim=3, dtype="float64", seed=0)
+    W0 = model.layers[0].params["W"].copy()
+    b0 = model.layers[0].params["b"].copy()
+    fo.Trainer(model, "mse", fo.optim.SGD(lr=0.1), clip_norm=0.5).fit(X, y, epochs=1, batch_size=None, verbose=0)
+    residual = X @ W0[0] + b0[0] - y
+    gW, gb = 2 * X.T @ residual / 16, 2 * residual.mean()
+    norm = np.sqrt(np.sum(gW ** 2) + gb ** 2)
+    s = min(1.0, 0.5 / (norm + 1e-6))
+    np.testing.assert_allclose(model.layers[0].params["W"][0], W0[0] - 0.1 * s * gW, rtol=1e-12)
+    np.testing.assert_allclose(model.layers[0].params["b"][0], b0[0] - 0.1 * s * gb, rtol=1e-12)
+
+
+def test_clip_value_clamps_each_gradient(rng):
+    X = rng.standard_normal((16, 3)) * 100
+    y = rng.standard_normal(16) * 100
+    model = fo.Sequential([fo.Dense(1)], input_dim=3, dtype="float64", seed=0)
+    W0 = model.layers[0].params["W"].copy()
+    b0 = model.layers[0].params["b"].copy()
+    fo.Trainer(model, "mse", fo.optim.SGD(lr=0.1), clip_value=0.25).fit(X, y, epochs=1, batch_size=None, verbose=0)
+    residual = X @ W0[0] + b0[0] - y
+    gW, gb = np.clip(2 * X.T @ residual / 16, -0.25, 0.25), np.clip(2 * residual.mean(), -0.25, 0.25)
+    np.testing.assert_allclose(model.layers[0].params["W"][0], W0[0] - 0.1 * gW, rtol=1e-12)
+    np.testing.assert_allclose(model.layers[0].params["b"][0], b0[0] - 0.1 * gb, rtol=1e-12)
+
+
+def test_pandas_dataframes_are_accepted(rng):
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(rng.standard_normal((40, 3)), columns=["a", "b", "c"])
+    y = pd.Series(rng.integers(0, 2, 40))
+    model = fo.Sequential([fo.Dense(2)], input_dim=3)
+    trainer = fo.Trainer(model, "softmax_cross_entropy", fo.optim.SGD(lr=0.1))
+    trainer.fit(X, y, epochs=2, verbose=0)
+    np.testing.assert_array_equal(model.predict(X), model.predict(X.to_numpy()))
+
+
+def test_schedules_drive_the_learning_rate_per_step_and_per_epoch(rng):
+    X = rng.standard_normal((40, 3))
+    y = rng.standard_normal(40)
+    per_step = fo.Trainer(fo.Sequential([fo.Dense(1)], input_dim=3), "mse", fo.optim.SGD(lr=0.1),
+                          schedule=fo.schedules.StepDecay(step_size=2, gamma=0.5, interval="step"))
+    per_step.fit(X, y, epochs=1, batch_size=10, verbose=0)   # 4 steps at t = 0, 1, 2, 3
+    assert per_step.optimizer.lr == pytest.approx(0.05)
+    per_epoch = fo.Trainer(fo.Sequential([fo.Dense(1)], input_dim=3), "mse", fo.optim.SGD(lr=0.1),
+                           schedule=fo.schedules.ExponentialDecay(gamma=0.5))
+    h = per_epoch.fit(X, y, epochs=3, batch_size=10, verbose=0)
+    assert h["lr"] == pytest.approx([0.1, 0.05, 0.025])
