@@ -48,10 +48,10 @@ def _predicted_and_true(metric, out, target):
         np.greater_equal(target[:, 0], 0.5, out=truth)
         return pred, truth
     pred = metric._buffer("pred", (n,), np.intp)
-    np.argmax(out, axis=1, out=pred)
+    out.argmax(axis=1, out=pred)  # the method: np.argmax's wrapper allocates per call
     if target.ndim == 2:
         truth = metric._buffer("truth", (n,), np.intp)
-        np.argmax(target, axis=1, out=truth)
+        target.argmax(axis=1, out=truth)
         return pred, truth
     return pred, target
 
