@@ -33,6 +33,18 @@ class Loss:
             self._buffers[key] = bufs
         return bufs
 
+    @staticmethod
+    def scale_for(n, weights):
+        """The factor that turns ``Σ wᵢ·ℓᵢ`` into the (weighted) mean."""
+        if weights is None:
+            return 1.0 / n
+        total = float(np.add.reduce(weights))
+        return 1.0 / total if total > 0 else 0.0
+
+    def fused_kind(self, target):
+        """The loss kind code for the fused Dense step, or None when it has none."""
+        return None
+
     def __call__(self, pred, target, weights=None, scale=None):
         """Loss value (float) and d loss / d pred for one batch.
 
@@ -40,13 +52,10 @@ class Loss:
         ``target`` must come from ``prepare_targets``.
         """
         dpred, row_loss, ones = self._get_buffers(pred)
+        if scale is None:
+            scale = self.scale_for(pred.shape[0], weights)
         if weights is None:
             weights = ones
-            if scale is None:
-                scale = 1.0 / pred.shape[0]
-        elif scale is None:
-            total = float(weights.sum())
-            scale = 1.0 / total if total > 0 else 0.0
         value = self._kernel_call(pred, target, weights, scale, dpred, row_loss)
         self.last_row_loss = row_loss
         return value, dpred
@@ -115,6 +124,13 @@ class SoftmaxCrossEntropy(Loss):
                              f"{n_outputs} outputs; got values from {labels.min()} to {labels.max()}")
         return np.ascontiguousarray(labels)
 
+    def fused_kind(self, target):
+        if type(self) is not SoftmaxCrossEntropy:
+            return None
+        if target.ndim == 2:
+            return _loss.FUSED_KINDS["softmax_cross_entropy_proba"]
+        return _loss.FUSED_KINDS["softmax_cross_entropy"]
+
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
         if target.ndim == 2:
             return _loss.softmax_cross_entropy_proba(pred, target, w, scale, dpred, row_loss)
@@ -145,6 +161,9 @@ class BinaryCrossEntropy(Loss):
                              f"got values from {Y.min()} to {Y.max()}")
         return Y
 
+    def fused_kind(self, target):
+        return _loss.FUSED_KINDS[self.name] if type(self) is BinaryCrossEntropy else None
+
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
         return _loss.binary_cross_entropy(pred, target, w, scale, dpred, row_loss)
 
@@ -156,6 +175,9 @@ class MeanSquaredError(Loss):
 
     def prepare_targets(self, y, n_outputs, dtype):
         return _as_float_targets(y, n_outputs, dtype, self.name)
+
+    def fused_kind(self, target):
+        return _loss.FUSED_KINDS[self.name] if type(self) is MeanSquaredError else None
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
         return _loss.mean_squared_error(pred, target, w, scale, dpred, row_loss)

@@ -16,7 +16,8 @@ import numpy as np
 from .callbacks import Callback, ProgressBar
 from .losses import get_loss
 from .metrics import get_metric
-from .optim import Optimizer
+from ._kernels.optim import norm_blocks, sum_squares
+from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
 from .validation import as_matrix, check_positive_int, check_same_length
 
@@ -189,6 +190,8 @@ class Trainer:
         self.history = History()
         self.steps_in_epoch = None
         self._segments = model.arena.segments()
+        self._chains = {}
+        self._norm_partials = np.empty(norm_blocks(model.arena.size), np.float64)
 
     # ---- input checks ----
 
@@ -229,15 +232,59 @@ class Trainer:
 
     # ---- one step ----
 
-    def _train_step(self, xb, tb, wb=None):
-        """Forward, loss, backward, clip, update. Returns the batch loss."""
+    def _chain_for(self, xb, tb, wb):
+        """The fused forward+loss+backward for these (stable, reused) batch buffers, or
+        None when the model or the loss has no fused form."""
+        key = (id(xb), id(tb), id(wb))
+        entry = self._chains.get(key)
+        if entry is None:
+            if len(self._chains) >= 64:   # a stream of ever-new buffers: stay bounded
+                self._chains.clear()
+            entry = self._chains[key] = self._build_chain(xb, tb, wb)
+        return entry
+
+    def _build_chain(self, xb, tb, wb):
+        from ._kernels.dense import DenseChain
+        from .layers import Dense
+
+        kind = self.loss.fused_kind(tb)
+        if kind is None or not all(type(layer) is Dense for layer in self.model._plan):
+            return None
+        n = xb.shape[0]
+        layers, inp = [], xb
+        for layer in self.model._plan:
+            ws = layer._ws.get(n)
+            layers.append((inp, layer.params["W"], layer.params.get("b"), ws["Z"], ws["A"],
+                           ws["dZ"], layer.grads["W"], layer.grads.get("b"), ws["dX"],
+                           layer._act, layer.alpha))
+            inp = ws["A"]
+        dpred, row_loss, ones = self.loss._get_buffers(inp)
+        labels = tb if tb.ndim == 1 else None
+        chain = DenseChain(layers, None if labels is not None else tb, labels,
+                           ones if wb is None else wb, dpred, row_loss, kind,
+                           getattr(self.loss, "label_smoothing", 0.0))
+        return chain, inp
+
+    def _train_step(self, xb, tb, wb=None, fused=True):
+        """Forward, loss, backward, clip, update. Returns the batch loss.
+
+        ``fused``: the batch arrays are reused buffers, so a Dense-only model may run
+        forward, loss and backward as one bound kernel call (DenseChain).
+        """
         model = self.model
-        out = model._forward(xb, True)
-        value, dout = self.loss(out, tb, wb)
+        chain = self._chain_for(xb, tb, wb) if fused else None
+        if chain is not None:
+            model.train_step += 1
+            value = chain[0].run(self.loss.scale_for(xb.shape[0], wb))
+            out = chain[1]
+        else:
+            out = model._forward(xb, True)
+            value, dout = self.loss(out, tb, wb)
         step = self.step_count + 1
         if not math.isfinite(value):
             return self._nonfinite(step, f"the training loss became {value}")
-        model._backward(dout, False)
+        if chain is None:
+            model._backward(dout, False)
         scale = self._gradient_scale(step)
         if scale is None:
             return value
@@ -253,11 +300,9 @@ class Trainer:
     def _gradient_scale(self, step):
         """Global-norm clipping factor (1.0 without clipping); None when the norm is not
         finite and the step was skipped."""
-        from .optim import clip_scale, global_norm
-
         # Always measured (one fixed-order reduction, ~2% of a step): a non-finite gradient
         # must never reach the weights, with or without clipping.
-        norm = global_norm(self.model.arena.grad)
+        norm = math.sqrt(sum_squares(self.model.arena.grad, self._norm_partials))
         if not math.isfinite(norm):
             self._nonfinite(step, f"the gradient norm became {norm}")
             return None
@@ -344,6 +389,8 @@ class Trainer:
             cbs.append(ProgressBar())
         self.history = history = History()
         self.stop_training = False
+        self._chains.clear()   # bound to the previous fit's buffers
+        self._views = {}
         if data is not None:
             steps = n // batch_size if drop_last else -(-n // batch_size)
             if steps == 0:
@@ -410,7 +457,12 @@ class Trainer:
         arrays = [X, T] if W is None else [X, T, W]
         order = (np.random.default_rng([self.seed, self.epoch + 1]).permutation(n)
                  if shuffle and batch_size < n else None)
-        gatherer = _BatchGatherer(arrays, batch_size) if order is not None else None
+        gatherer = None
+        if order is not None:
+            # One gatherer per fit: its buffers (and the fused steps bound to them) live on.
+            gatherer = self._views.get("gatherer")
+            if gatherer is None:
+                gatherer = self._views["gatherer"] = _BatchGatherer(arrays, batch_size)
         total = count = 0.0
         stop = n - n % batch_size if drop_last else n
         first = self.batch_in_epoch
@@ -419,7 +471,10 @@ class Trainer:
                 break
             end = min(start + batch_size, n)
             if order is None:
-                batch = [a[start:end] for a in arrays]
+                # The same view objects every epoch, so fused steps bound to them are reused.
+                batch = self._views.get((start, end))
+                if batch is None:
+                    batch = self._views[(start, end)] = [a[start:end] for a in arrays]
             else:
                 batch = gatherer.gather(order[start:end])
             value = self._train_step(*batch)
@@ -441,7 +496,7 @@ class Trainer:
             except (TypeError, ValueError):
                 raise ValueError("an iterable input must yield (X_batch, y_batch) pairs") from None
             xb, tb = self._prepare(xb, yb, "X batch", "y batch")
-            value = self._train_step(xb, tb)
+            value = self._train_step(xb, tb, fused=False)  # fresh arrays every batch
             self.batch_in_epoch = b + 1
             if math.isfinite(value):
                 total += value * xb.shape[0]

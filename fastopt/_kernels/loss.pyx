@@ -12,59 +12,19 @@ does not depend on the thread count.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._math cimport _exp, _log, _log1p, _abs, _sigmoid
+from ._loss_core cimport (LOSS_BCE, LOSS_MSE, LOSS_PER_THREAD, LOSS_XENT_LABELS, LOSS_XENT_PROBA,
+                          _batch_loss, _softmax_xent_row, _weighted_total)
+from ._math cimport _exp, _log
 from ._parallel cimport threads_for
+
+# Loss kinds understood by the fused Dense training step (dense.DenseChain).
+FUSED_KINDS = {"mse": LOSS_MSE, "binary_cross_entropy": LOSS_BCE,
+               "softmax_cross_entropy": LOSS_XENT_LABELS,
+               "softmax_cross_entropy_proba": LOSS_XENT_PROBA}
 
 ctypedef fused label_t:
     int
     long long
-
-cdef enum:
-    # Elements (N·K) under which a loss stays on one thread.
-    LOSS_PER_THREAD = 16384
-
-
-cdef double _weighted_total(const double[::1] row_loss, const floating[::1] w,
-                            double scale) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double total = 0
-    for i in range(row_loss.shape[0]):
-        total += w[i] * row_loss[i]
-    return total * scale
-
-
-cdef inline floating _row_exp_sum(const floating* z, floating* e, Py_ssize_t K,
-                                 floating* lse) noexcept nogil:
-    """Leave e[k] = exp(z[k] − max z), set lse = logsumexp(z), return Σₖ e[k].
-    Subtracting the max keeps every exponent ≤ 0: no overflow for any z."""
-    cdef Py_ssize_t k
-    cdef floating m = z[0], s = 0
-    for k in range(1, K):
-        if z[k] > m:
-            m = z[k]
-    for k in range(K):
-        e[k] = _exp(z[k] - m)
-        s = s + e[k]
-    lse[0] = m + _log(s)
-    return s
-
-
-cdef void _softmax_xent_row(const floating* z, Py_ssize_t y, floating* dz,
-                            Py_ssize_t K, floating smoothing, floating coef,
-                            double* loss) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef floating lse
-    cdef floating inv_sum = 1 / _row_exp_sum(z, dz, K, &lse)
-    cdef floating off = smoothing / K
-    cdef floating on = 1 - smoothing
-    cdef double zsum = 0
-    if smoothing != 0:
-        for k in range(K):
-            zsum += z[k]
-    loss[0] = <double>lse - on * <double>z[y] - off * zsum
-    for k in range(K):
-        dz[k] = coef * (dz[k] * inv_sum - off)
-    dz[y] -= coef * on
 
 
 def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
@@ -84,24 +44,8 @@ def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
         for i in prange(N, num_threads=nt, schedule='static'):
             _softmax_xent_row(&Z[i, 0], <Py_ssize_t>y[i], &dZ[i, 0], K, eps,
                               <floating>(scale * w[i]), &row_loss[i])
-        total = _weighted_total(row_loss, w, scale)
+        total = _weighted_total(&row_loss[0], &w[0], N, scale)
     return total
-
-
-cdef void _softmax_xent_proba_row(const floating* z, const floating* p, floating* dz,
-                                  Py_ssize_t K, floating coef,
-                                  double* loss) noexcept nogil:
-    # ℓ = Σₖ pₖ·(lse − zₖ) = lse·Σp − Σ p·z ; ∂ℓ/∂z = softmax·Σp − p
-    cdef Py_ssize_t k
-    cdef floating lse
-    cdef floating inv_sum = 1 / _row_exp_sum(z, dz, K, &lse)
-    cdef double psum = 0, pz = 0
-    for k in range(K):
-        psum += p[k]
-        pz += <double>p[k] * z[k]
-    loss[0] = <double>lse * psum - pz
-    for k in range(K):
-        dz[k] = coef * (dz[k] * inv_sum * <floating>psum - p[k])
 
 
 def softmax_cross_entropy_proba(const floating[:, ::1] Z, const floating[:, ::1] P,
@@ -111,28 +55,12 @@ def softmax_cross_entropy_proba(const floating[:, ::1] Z, const floating[:, ::1]
 
     ℓᵢ = −Σₖ P_{ik}·log softmax(zᵢ)ₖ ;  dZᵢ = scale·wᵢ·(softmax(zᵢ)·ΣₖP_{ik} − Pᵢ)
     """
-    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1]
     cdef double total
     with nogil:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            _softmax_xent_proba_row(&Z[i, 0], &P[i, 0], &dZ[i, 0], K,
-                                    <floating>(scale * w[i]), &row_loss[i])
-        total = _weighted_total(row_loss, w, scale)
+        total = _batch_loss(LOSS_XENT_PROBA, &Z[0, 0], &P[0, 0], NULL, &w[0], scale, 0.0,
+                            &dZ[0, 0], &row_loss[0], N, K)
     return total
-
-
-cdef void _bce_row(const floating* z, const floating* y, floating* dz, Py_ssize_t K,
-                   floating coef, double* loss) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef double s = 0
-    cdef floating v
-    for k in range(K):
-        v = z[k]
-        # max(z,0) − z·y + log(1 + e^(−|z|)): never exponentiates a positive number.
-        s += (v if v > 0 else 0) - v * y[k] + _log1p(_exp(-_abs(v)))
-        dz[k] = coef * (_sigmoid(v) - y[k])
-    loss[0] = s / K
 
 
 def binary_cross_entropy(const floating[:, ::1] Z, const floating[:, ::1] Y,
@@ -142,27 +70,12 @@ def binary_cross_entropy(const floating[:, ::1] Z, const floating[:, ::1] Y,
 
     ℓᵢ = (1/K)·Σₖ [max(z,0) − z·y + log(1 + e^(−|z|))] ;  dZᵢ = scale·wᵢ·(σ(zᵢ) − Yᵢ)/K
     """
-    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1]
     cdef double total
     with nogil:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            _bce_row(&Z[i, 0], &Y[i, 0], &dZ[i, 0], K, <floating>(scale * w[i] / K),
-                     &row_loss[i])
-        total = _weighted_total(row_loss, w, scale)
+        total = _batch_loss(LOSS_BCE, &Z[0, 0], &Y[0, 0], NULL, &w[0], scale, 0.0,
+                            &dZ[0, 0], &row_loss[0], N, K)
     return total
-
-
-cdef void _mse_row(const floating* yhat, const floating* y, floating* dy, Py_ssize_t K,
-                   floating coef, double* loss) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef double s = 0
-    cdef floating r
-    for k in range(K):
-        r = yhat[k] - y[k]
-        s += <double>r * r
-        dy[k] = coef * r
-    loss[0] = s / K
 
 
 def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
@@ -172,14 +85,11 @@ def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
 
     ℓᵢ = (1/K)·Σₖ (ŷ − y)² ;  dŶᵢ = scale·wᵢ·2(ŷᵢ − yᵢ)/K
     """
-    cdef Py_ssize_t N = Yhat.shape[0], K = Yhat.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef Py_ssize_t N = Yhat.shape[0], K = Yhat.shape[1]
     cdef double total
     with nogil:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            _mse_row(&Yhat[i, 0], &Y[i, 0], &dY[i, 0], K,
-                     <floating>(2 * scale * w[i] / K), &row_loss[i])
-        total = _weighted_total(row_loss, w, scale)
+        total = _batch_loss(LOSS_MSE, &Yhat[0, 0], &Y[0, 0], NULL, &w[0], scale, 0.0,
+                            &dY[0, 0], &row_loss[0], N, K)
     return total
 
 
@@ -239,5 +149,5 @@ def distillation(const floating[:, ::1] Zs, const floating[:, ::1] Zt,
         for i in prange(N, num_threads=nt, schedule='static'):
             _distill_row(&Zs[i, 0], &Zt[i, 0], <Py_ssize_t>y[i], &dZ[i, 0], &scratch[i, 0], K,
                          inv_T, a, <floating>(scale * w[i]), &row_loss[i])
-        total = _weighted_total(row_loss, w, scale)
+        total = _weighted_total(&row_loss[0], &w[0], N, scale)
     return total
