@@ -94,7 +94,9 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             self.wait = 0
             if self.restore_best_weights:
-                self._best_state = trainer.model.get_state()
+                state = trainer.model.get_state()
+                del state["train_step"]  # the step counter keys dropout masks: never rewind it
+                self._best_state = state
         else:
             self.wait += 1
             if self.wait > self.patience:
@@ -106,6 +108,10 @@ class EarlyStopping(Callback):
         return self._tracker.best
 
     def on_train_end(self, trainer, logs):
+        # After Ctrl-C or an error the run is meant to be resumed: keep the latest weights,
+        # consistent with the optimizer state a Checkpoint saves.
+        if trainer.history.interrupted or trainer.history.aborted:
+            return
         if self.restore_best_weights and self._best_state is not None:
             trainer.model.set_state(self._best_state)
             trainer.history.restored_epoch = self.best_epoch
@@ -168,7 +174,7 @@ class Checkpoint(Callback):
         self._save(trainer, epoch)
 
     def on_train_end(self, trainer, logs):
-        if trainer.history.interrupted and not self.save_best_only:
+        if trainer.history.interrupted and not trainer.history.aborted and not self.save_best_only:
             self._save(trainer, trainer.epoch)
 
 class ProgressBar(Callback):

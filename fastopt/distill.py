@@ -35,6 +35,9 @@ class DistillationLoss(Loss):
         return {"temperature": self.temperature, "alpha": self.alpha}
 
     def prepare_targets(self, y, n_outputs, dtype):
+        arr = np.asarray(y)
+        if arr.ndim == 2 and arr.shape[1] == n_outputs + 1:  # already (teacher, label)
+            return np.ascontiguousarray(arr, dtype=dtype)
         labels = SoftmaxCrossEntropy().prepare_targets(y, n_outputs, dtype)
         if labels.ndim != 1:
             raise ValueError("distillation needs integer class labels as y")
@@ -77,6 +80,7 @@ class Distiller(Trainer):
         self.teacher = teacher
         self.precompute_teacher = precompute_teacher
         self._hard_loss = SoftmaxCrossEntropy()
+        self._metric_labels = {}
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
         X, T = super()._prepare(X, y, name_x, name_y)
@@ -84,11 +88,18 @@ class Distiller(Trainer):
             T[:, :-1] = self.teacher.predict(X)
         return X, T
 
-    def _train_step(self, xb, tb, wb=None):
+    def _metric_target(self, tb):
+        labels = self._metric_labels.get(tb.shape[0])
+        if labels is None:
+            labels = self._metric_labels[tb.shape[0]] = np.empty(tb.shape[0], np.int64)
+        np.copyto(labels, tb[:, -1], casting="unsafe")
+        return labels
+
+    def _train_step(self, xb, tb, wb=None, fused=True):
         if not self.precompute_teacher:
             # tb is the trainer's own batch buffer (or a view of its converted copy).
             np.copyto(tb[:, :-1], self.teacher._forward(xb, False), casting="same_kind")
-        return super()._train_step(xb, tb, wb)
+        return super()._train_step(xb, tb, wb, fused)
 
     def evaluate(self, X, y, batch_size=1024, sample_weight=None):
         """The student's hard-label cross-entropy and accuracy on (X, y)."""

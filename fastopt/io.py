@@ -18,6 +18,8 @@ __all__ = ["save", "load"]
 FORMAT = "fastopt"
 VERSION = 1
 _META = "__fastopt__"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _split_arrays(value, prefix, arrays):
@@ -53,6 +55,9 @@ def save(obj, path):
     from .train import Trainer
 
     if isinstance(obj, Trainer):
+        if type(obj) is not Trainer:
+            raise TypeError(f"save takes a Sequential or a plain Trainer; save a "
+                            f"{type(obj).__name__}'s model instead (fastopt.save(trainer.model, path))")
         model, trainer = obj.model, obj
     elif isinstance(obj, Sequential):
         model, trainer = obj, None
@@ -77,6 +82,7 @@ def save(obj, path):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastopt-", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{_META: blob}, **arrays)
             f.flush()
@@ -171,6 +177,7 @@ def load(path):
         trainer.epoch = int(counters["epoch"])
         trainer.batch_in_epoch = int(counters["batch_in_epoch"])
         trainer.seed = counters["seed"]
+        trainer._layout = counters.get("layout")
         return trainer
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: the fastopt description is incomplete or malformed "

@@ -41,6 +41,16 @@ def _activation_code(activation):
     return name, _dense.ACTIVATIONS[name]
 
 
+def _check_alpha(name, alpha):
+    if alpha is None:
+        return float(_DEFAULT_ALPHA.get(name, 0.0))
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) \
+            or alpha < 0:
+        # The backward pass tells the branch by the output's sign: that needs alpha >= 0.
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    return float(alpha)
+
+
 class _Workspace:
     """Buffers of ``capacity`` rows, with cached row-views per batch size."""
 
@@ -154,7 +164,7 @@ class Dense(Layer):
         if init is not None and init not in _INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {_INITS}")
         self.init = init
-        self.alpha = float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha)
+        self.alpha = _check_alpha(self.activation, alpha)
         self._keep_z = self._act in _dense.NEEDS_PREACTIVATION
         self._x = None
         self._ws = None
@@ -228,7 +238,7 @@ class Activation(Layer):
     def __init__(self, activation, alpha=None):
         super().__init__()
         self.activation, self._act = _activation_code(activation)
-        self.alpha = float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha)
+        self.alpha = _check_alpha(self.activation, alpha)
         self._ws = None
 
     def get_config(self):

@@ -20,7 +20,6 @@ class Loss:
 
     def __init__(self):
         self._buffers = {}
-        self._ones = np.ones(0)
 
     def _get_buffers(self, pred):
         key = (pred.shape, pred.dtype)
@@ -103,9 +102,12 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError("softmax_cross_entropy needs a model with at least 2 outputs "
                              f"(one per class), this one has {n_outputs}")
         if arr.ndim == 2 and arr.shape[1] == n_outputs and arr.dtype.kind == "f":
-            P = np.ascontiguousarray(arr, dtype=dtype)
+            P = np.array(arr, dtype=dtype, order="C")
             if (P < 0).any() or not np.allclose(P.sum(axis=1), 1.0, atol=1e-3):
                 raise ValueError("probability targets must be non-negative and each row must sum to 1")
+            if self.label_smoothing:  # the same mixing as for integer labels
+                P *= 1 - self.label_smoothing
+                P += self.label_smoothing / n_outputs
             return P
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]

@@ -57,10 +57,19 @@ def _predicted_and_true(metric, out, target):
 
 
 class Accuracy(Metric):
+    """Fraction of correct predictions: argmax of the logits, or for ``multilabel``
+    (binary cross-entropy with several outputs) the fraction of outputs on the right side
+    of 0, per row."""
+
     name = "accuracy"
     classification = True
+    multilabel = False
 
     def update(self, out, target, weights=None):
+        if self.multilabel and out.shape[1] > 1:
+            hit = ((out > 0) == (target >= 0.5)).mean(axis=1)
+            self._accumulate(hit, weights)
+            return
         pred, truth = _predicted_and_true(self, out, target)
         hit = self._buffer("hit", (out.shape[0],), np.float64)
         np.equal(pred, truth, out=hit, casting="unsafe")
@@ -117,7 +126,11 @@ class MeanAbsoluteError(_Regression):
 
 
 class R2(Metric):
-    """Coefficient of determination, averaged over outputs (scikit-learn's uniform average)."""
+    """Coefficient of determination, averaged over outputs (scikit-learn's uniform average).
+
+    The target variance is merged batch by batch with Chan's update (count, mean, M2):
+    the one-pass Σy² − (Σy)²/n loses every digit when the mean is large.
+    """
 
     name = "r2"
     classification = False
@@ -125,26 +138,32 @@ class R2(Metric):
     def reset(self):
         super().reset()
         self._n = 0.0
-        self._s = self._ss = self._res = None
+        self._mean = self._m2 = self._res = None
 
     def update(self, out, target, weights=None):
         w = np.ones(out.shape[0]) if weights is None else weights.astype(np.float64)
         t = target.astype(np.float64)
-        if self._s is None:
-            self._s = np.zeros(out.shape[1])
-            self._ss = np.zeros(out.shape[1])
+        n_b = w.sum()
+        if n_b <= 0:
+            return
+        mean_b = (w @ t) / n_b
+        m2_b = w @ ((t - mean_b) ** 2)
+        if self._mean is None:
+            self._mean, self._m2 = mean_b, m2_b
             self._res = np.zeros(out.shape[1])
-        self._n += w.sum()
-        self._s += w @ t
-        self._ss += w @ (t * t)
+        else:
+            n = self._n + n_b
+            delta = mean_b - self._mean
+            self._mean = self._mean + delta * (n_b / n)
+            self._m2 = self._m2 + m2_b + delta ** 2 * (self._n * n_b / n)
+        self._n += n_b
         self._res += w @ ((out - t) ** 2)
 
     def result(self):
         if not self._n:
             return float("nan")
-        total = self._ss - self._s ** 2 / self._n
         with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(total > 0, 1 - self._res / np.where(total > 0, total, 1), 0.0)
+            r2 = np.where(self._m2 > 0, 1 - self._res / np.where(self._m2 > 0, self._m2, 1), 0.0)
         return float(r2.mean())
 
 

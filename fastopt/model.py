@@ -5,7 +5,7 @@ import numpy as np
 from .layers import Layer
 from .params import ParamArena
 from .threads import blas_single_thread
-from .validation import as_matrix, check_positive_int
+from .validation import as_matrix, check_positive_int, check_seed
 
 __all__ = ["Sequential"]
 
@@ -39,15 +39,16 @@ class Sequential:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
         self.input_dim = check_positive_int(input_dim, "input_dim")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         layers = list(layers)
         if not layers:
             raise ValueError("a Sequential model needs at least one layer")
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} is {layer!r}, not a fastopt layer")
+            if layer.input_dim is not None or any(layer is other for other in layers[:i]):
+                raise ValueError(f"layer {i} ({type(layer).__name__}) already belongs to a model: "
+                                 "a layer holds views into its model's parameters, so make a new one")
         self.layers = layers
         self.arena = ParamArena(self.dtype)
         dim = self.input_dim

@@ -34,6 +34,8 @@ import numbers
 import numpy as np
 
 from ._kernels import optim as _optim
+from .params import aligned_zeros
+from .validation import check_number as _check_number
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
@@ -46,12 +48,7 @@ _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def _aligned_zeros(n, dtype, fill=0.0):
-    """A float array of n elements starting on a 64-byte boundary (a cache line)."""
-    dtype = np.dtype(dtype)
-    per_line = 64 // dtype.itemsize
-    raw = np.zeros(n + per_line, dtype=dtype)
-    start = (-raw.ctypes.data % 64) // dtype.itemsize
-    out = raw[start:start + n]
+    out = aligned_zeros(n, dtype)
     if fill:
         out.fill(fill)
     return out
@@ -95,21 +92,6 @@ def clip_scale(norm, max_norm):
 
 
 # ---- argument checks ----
-
-def _check_number(value, name, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
-        bound = f"< {high}" if high_open else f"<= {high}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return value
-
 
 def _check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
@@ -418,7 +400,7 @@ class Adagrad(Optimizer):
         self.lr_decay = _check_number(lr_decay, "lr_decay", low=0)
         self.initial_accumulator_value = _check_number(
             initial_accumulator_value, "initial_accumulator_value", low=0)
-        self.eps = _check_number(eps, "eps", low=0)
+        self.eps = _check_number(eps, "eps", low=0, low_open=True)
 
     def _hyper(self):
         return {"lr_decay": self.lr_decay,
@@ -462,7 +444,7 @@ class RMSprop(Optimizer):
         super().__init__(lr, weight_decay=weight_decay, l1=l1, maximize=maximize,
                          clip_value=clip_value)
         self.alpha = _check_number(alpha, "alpha", low=0, high=1)
-        self.eps = _check_number(eps, "eps", low=0)
+        self.eps = _check_number(eps, "eps", low=0, low_open=True)
         self.momentum = _check_number(momentum, "momentum", low=0)
         self.centered = _check_bool(centered, "centered")
         self._state_names = (("square_avg",) + (("grad_avg",) if self.centered else ())
@@ -516,7 +498,7 @@ class Adam(Optimizer):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
         self.betas = (_check_number(beta1, "beta1", low=0, high=1, high_open=True),
                       _check_number(beta2, "beta2", low=0, high=1, high_open=True))
-        self.eps = _check_number(eps, "eps", low=0)
+        self.eps = _check_number(eps, "eps", low=0, low_open=True)
         self.amsgrad = _check_bool(amsgrad, "amsgrad")
         self._state_names = ("exp_avg", "exp_avg_sq") + (
             ("max_exp_avg_sq",) if self.amsgrad else ())

@@ -35,8 +35,9 @@ class Slot:
         return f"{self.layer}.{self.name}"
 
 
-def _aligned_zeros(n, dtype):
+def aligned_zeros(n, dtype):
     """Zeros whose first element sits on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
     itemsize = dtype.itemsize
     raw = np.zeros(n + _ALIGN_BYTES // itemsize, dtype=dtype)
     start = (-raw.ctypes.data % _ALIGN_BYTES) // itemsize
@@ -86,8 +87,8 @@ class ParamArena:
             self._by_key[(layer, name)] = slot
             offset += size
         self._size = offset
-        self.data = _aligned_zeros(self._size, self.dtype)
-        self.grad = _aligned_zeros(self._size, self.dtype)
+        self.data = aligned_zeros(self._size, self.dtype)
+        self.grad = aligned_zeros(self._size, self.dtype)
 
     def slot(self, key):
         """The Slot reserved under ``key`` (what ``reserve`` returned)."""

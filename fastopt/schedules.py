@@ -31,6 +31,8 @@ each epoch, with ``monitor`` naming the value the Trainer should pass.
 import math
 import numbers
 
+from .validation import check_number as _number
+
 __all__ = [
     "Schedule", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay",
     "PolynomialDecay", "CosineDecay", "Warmup", "ReduceOnPlateau",
@@ -38,19 +40,6 @@ __all__ = [
 ]
 
 _INTERVALS = ("step", "epoch")
-
-
-def _number(value, name, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
-    return value
 
 
 def _count(value, name, low=0):

@@ -19,7 +19,7 @@ from .metrics import get_metric
 from ._kernels.optim import norm_blocks, sum_squares
 from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
-from .validation import as_matrix, check_positive_int, check_same_length
+from .validation import as_matrix, check_positive_int, check_same_length, check_seed
 
 __all__ = ["Trainer", "History"]
 
@@ -28,7 +28,8 @@ class History:
     """Per-epoch records: ``history["loss"]``, ``history["val_loss"]``, metrics, ``lr``, ``time``.
 
     ``nonfinite_steps`` lists the steps whose loss or gradient norm was not finite;
-    ``interrupted`` is True when training was stopped by Ctrl-C.
+    ``interrupted`` is True when training was stopped by Ctrl-C; ``aborted`` when an
+    exception ended it (the state may then be mid-step).
     """
 
     def __init__(self):
@@ -36,6 +37,7 @@ class History:
         self.history = {}
         self.nonfinite_steps = []
         self.interrupted = False
+        self.aborted = False
         self.restored_epoch = None
 
     def record(self, epoch, logs):
@@ -170,7 +172,7 @@ class Trainer:
                                  f"clip_value={optimizer.clip_value}")
             optimizer.clip_value = float(clip_value)
         self.clip_value = clip_value
-        self.metrics = [get_metric(m) for m in metrics]
+        self.metrics = [self._configured(get_metric(m)) for m in metrics]
         for metric in self.metrics:
             if metric.classification and not self.loss.is_classification:
                 raise ValueError(f"metric {metric.name!r} needs a classification loss, "
@@ -186,11 +188,18 @@ class Trainer:
         self.epoch = 0           # completed epochs
         self.batch_in_epoch = 0  # batches done of the current, unfinished epoch
         self.seed = None
+        self._layout = None      # batching of the current epoch (checked on a mid-epoch resume)
         self.stop_training = False
         self.history = History()
         self.steps_in_epoch = None
         self._segments = model.arena.segments()
+        if model.arena.n_params == 0:
+            raise ValueError("the model has no trainable parameters: add a Dense or BatchNorm layer")
         self._chains = {}
+        # Non-trainable state changed by the forward pass (batch-norm running statistics):
+        # saved before each step so a refused (non-finite) step leaves no trace.
+        self._state_backup = [(buf, np.empty_like(buf)) for layer in model.layers
+                              for buf in layer.buffers.values()]
         self._norm_partials = np.empty(norm_blocks(model.arena.size), np.float64)
 
     # ---- input checks ----
@@ -278,6 +287,8 @@ class Trainer:
             value = chain[0].run(self.loss.scale_for(xb.shape[0], wb))
             out = chain[1]
         else:
+            for buf, backup in self._state_backup:
+                np.copyto(backup, buf)
             out = model._forward(xb, True)
             value, dout = self.loss(out, tb, wb)
         step = self.step_count + 1
@@ -293,9 +304,19 @@ class Trainer:
         self.optimizer._apply(model.arena.data, model.arena.grad, self._segments, scale)
         self.step_count = step
         if self.metrics:
+            target = self._metric_target(tb)
             for metric in self.metrics:
-                metric.update(out, tb, wb)
+                metric.update(out, target, wb)
         return value
+
+    def _configured(self, metric):
+        if self.loss.name == "binary_cross_entropy" and hasattr(metric, "multilabel"):
+            metric.multilabel = True
+        return metric
+
+    def _metric_target(self, tb):
+        """The targets metrics compare with (subclasses with composite targets override)."""
+        return tb
 
     def _gradient_scale(self, step):
         """Global-norm clipping factor (1.0 without clipping); None when the norm is not
@@ -311,6 +332,8 @@ class Trainer:
         return clip_scale(norm, self.clip_norm)
 
     def _nonfinite(self, step, what):
+        for buf, backup in self._state_backup:
+            np.copyto(buf, backup)
         self.history.nonfinite_steps.append(step)
         if self.on_nonfinite == "raise":
             raise FloatingPointError(
@@ -377,12 +400,18 @@ class Trainer:
         batch_size = check_positive_int(batch_size, "batch_size")
         if n is not None:
             batch_size = min(batch_size, n)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if self.seed is not None and self.seed != seed and self.batch_in_epoch:
-            raise ValueError(f"this trainer stopped mid-epoch with seed={self.seed}; resume with "
-                             "the same seed to continue exactly")
+        seed = check_seed(seed)
+        layout = {"seed": int(seed), "batch_size": batch_size, "shuffle": bool(shuffle),
+                  "drop_last": bool(drop_last), "rows": n}
+        if self.batch_in_epoch and self._layout is not None:
+            changed = {k: (self._layout[k], v) for k, v in layout.items()
+                       if k in self._layout and self._layout[k] != v}
+            if changed:
+                raise ValueError("this trainer stopped mid-epoch; resume with the same data and "
+                                 "settings to continue exactly (changed: " + ", ".join(
+                                     f"{k} {a} -> {b}" for k, (a, b) in changed.items()) + ")")
         self.seed = int(seed)
+        self._layout = layout
 
         cbs = list(self.callbacks) + list(callbacks)
         if verbose:
@@ -391,6 +420,12 @@ class Trainer:
         self.stop_training = False
         self._chains.clear()   # bound to the previous fit's buffers
         self._views = {}
+        if data is not None and any(type(layer).__name__ == "BatchNorm" for layer in self.model.layers):
+            tail = n % batch_size if not drop_last else 0
+            if batch_size == 1 or tail == 1:
+                raise ValueError(
+                    f"BatchNorm needs at least 2 rows per training batch; batch_size={batch_size} "
+                    f"with {n} rows leaves a batch of 1. Use another batch_size or drop_last=True")
         if data is not None:
             steps = n // batch_size if drop_last else -(-n // batch_size)
             if steps == 0:
@@ -420,7 +455,14 @@ class Trainer:
                                                          cbs, interrupt)
                     else:
                         batches = stream if stream is not None else iter(X)
+                        steps_before = self.step_count
                         total, count = self._stream_epoch(batches, cbs, interrupt)
+                        if self.step_count == steps_before and not interrupt.raised:
+                            raise ValueError(
+                                f"the iterable yielded no batches in epoch {epoch}: a generator "
+                                "can be iterated only once; pass a re-iterable (a list, or an "
+                                "object whose __iter__ starts over), or an endless generator "
+                                "with steps_per_epoch")
                     if interrupt.raised or self.stop_training and self.batch_in_epoch:
                         break
                     self.epoch = epoch
@@ -438,6 +480,11 @@ class Trainer:
                         self._schedule_plateau(logs)
                     for cb in cbs:
                         cb.on_epoch_end(self, epoch, logs)
+            except BaseException:
+                # An exception (a second Ctrl-C included) may have left a step half done:
+                # callbacks must not save this state as if it were consistent.
+                history.aborted = True
+                raise
             finally:
                 history.interrupted = interrupt.raised
                 for cb in cbs:
@@ -521,8 +568,8 @@ class Trainer:
         if self.loss.is_classification and not any(m.name == "accuracy" for m in metrics):
             metrics.append(get_metric("accuracy"))
         for metric in metrics:
-            fresh = type(metric)(metric.k) if hasattr(metric, "k") else type(metric)()
-            fresh.update(out, T, W)
+            fresh = self._configured(type(metric)(metric.k) if hasattr(metric, "k") else type(metric)())
+            fresh.update(out, self._metric_target(T), W)
             result[metric.name] = fresh.result()
         return result
 
@@ -544,4 +591,4 @@ class Trainer:
 
     def counters(self):
         return {"step_count": self.step_count, "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch, "seed": self.seed}
+                "batch_in_epoch": self.batch_in_epoch, "seed": self.seed, "layout": self._layout}

@@ -5,6 +5,7 @@ C-contiguous array of the model's dtype (a copy only when needed); the caller's
 array is never modified.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -49,3 +50,24 @@ def check_positive_int(value, name, allow_none=False):
 def check_same_length(X, y, x_name="X", y_name="y"):
     if len(X) != len(y):
         raise ValueError(f"{x_name} has {len(X)} samples but {y_name} has {len(y)}")
+
+
+def check_number(value, name, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number within the given bounds, as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return value
+
+
+def check_seed(seed):
+    """A non-negative integer seed."""
+    if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)

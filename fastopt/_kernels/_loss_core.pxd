@@ -31,9 +31,11 @@ cdef inline double _weighted_total(const double* row_loss, const floating* w, Py
 
 
 cdef inline floating _row_exp_sum(const floating* z, floating* e, Py_ssize_t K,
-                                 floating* lse) noexcept nogil:
-    """Leave e[k] = exp(z[k] − max z), set lse = logsumexp(z), return Σₖ e[k].
-    Subtracting the max keeps every exponent ≤ 0: no overflow for any z."""
+                                  floating* m_out) noexcept nogil:
+    """Leave e[k] = exp(z[k] − m) with m = max z, set m_out = m, return Σₖ e[k].
+    Subtracting the max keeps every exponent ≤ 0: no overflow for any z. Callers form
+    the loss from (m − z) in float64: logsumexp rounded to float32 first would lose
+    the digits of ℓ when the logits are large (1e6 − (1e6 − 1))."""
     cdef Py_ssize_t k
     cdef floating m = z[0], s = 0
     for k in range(1, K):
@@ -42,40 +44,44 @@ cdef inline floating _row_exp_sum(const floating* z, floating* e, Py_ssize_t K,
     for k in range(K):
         e[k] = _exp(z[k] - m)
         s = s + e[k]
-    lse[0] = m + _log(s)
+    m_out[0] = m
     return s
 
 
 cdef inline void _softmax_xent_row(const floating* z, Py_ssize_t y, floating* dz,
-                            Py_ssize_t K, floating smoothing, floating coef,
-                            double* loss) noexcept nogil:
+                                   Py_ssize_t K, floating smoothing, floating coef,
+                                   double* loss) noexcept nogil:
+    # ℓ = logsumexp(z) − (1 − ε)·z_y − (ε/K)·Σz = (1 − ε)(m − z_y) + ε(m − mean z) + log Σe
     cdef Py_ssize_t k
-    cdef floating lse
-    cdef floating inv_sum = 1 / _row_exp_sum(z, dz, K, &lse)
+    cdef floating m
+    cdef floating s = _row_exp_sum(z, dz, K, &m)
+    cdef floating inv_sum = 1 / s
     cdef floating off = smoothing / K
     cdef floating on = 1 - smoothing
     cdef double zsum = 0
     if smoothing != 0:
         for k in range(K):
             zsum += z[k]
-    loss[0] = <double>lse - on * <double>z[y] - off * zsum
+    loss[0] = (on * (<double>m - <double>z[y]) + smoothing * (<double>m - zsum / K)
+               + _log(<double>s))
     for k in range(K):
         dz[k] = coef * (dz[k] * inv_sum - off)
     dz[y] -= coef * on
 
 
 cdef inline void _softmax_xent_proba_row(const floating* z, const floating* p, floating* dz,
-                                  Py_ssize_t K, floating coef,
-                                  double* loss) noexcept nogil:
-    # ℓ = Σₖ pₖ·(lse − zₖ) = lse·Σp − Σ p·z ; ∂ℓ/∂z = softmax·Σp − p
+                                         Py_ssize_t K, floating coef,
+                                         double* loss) noexcept nogil:
+    # ℓ = Σₖ pₖ·(lse − zₖ) = Σₖ pₖ·(m − zₖ) + Σp·log Σe ; ∂ℓ/∂z = softmax·Σp − p
     cdef Py_ssize_t k
-    cdef floating lse
-    cdef floating inv_sum = 1 / _row_exp_sum(z, dz, K, &lse)
-    cdef double psum = 0, pz = 0
+    cdef floating m
+    cdef floating s = _row_exp_sum(z, dz, K, &m)
+    cdef floating inv_sum = 1 / s
+    cdef double psum = 0, pgap = 0
     for k in range(K):
         psum += p[k]
-        pz += <double>p[k] * z[k]
-    loss[0] = <double>lse * psum - pz
+        pgap += <double>p[k] * (<double>m - <double>z[k])
+    loss[0] = pgap + psum * _log(<double>s)
     for k in range(K):
         dz[k] = coef * (dz[k] * inv_sum * <floating>psum - p[k])
 
