@@ -8,8 +8,9 @@ Every layer follows one protocol, which the model, the trainer and later layers 
     after the arena is allocated: ``params`` / ``grads`` become named views into it;
 ``initialize(rng)``
     draw the initial parameters;
-``forward(x, training) -> y`` and ``backward(dy) -> dx``
-    on C-contiguous arrays of the model's dtype. ``y`` and ``dx`` are the layer's own
+``forward(x, training) -> y`` and ``backward(dy, need_input_grad=True) -> dx``
+    on C-contiguous arrays of the model's dtype (``need_input_grad=False`` lets the first
+    layer skip its input gradient; it then may return None). ``y`` and ``dx`` are the layer's own
     workspace buffers: valid until the layer's next call, overwritten after it.
 
 Workspaces are sized for the largest batch seen and served as row-views for smaller
@@ -186,7 +187,7 @@ class Dense(Layer):
 
     def bind(self, arena):
         super().bind(arena)
-        # A zero-length placeholder when there is no bias; the kernel never reads it.
+        # A one-element placeholder when there is no bias; the kernel never reads it.
         self._b = self.params.get("b", np.zeros(1, self.dtype))
         self._db = self.grads.get("b", np.zeros(1, self.dtype))
 
@@ -436,7 +437,12 @@ class BatchNorm(Layer):
         self.running_var[...] = 1
 
     def absorb(self, following):
-        """Fuse a following Activation (one the kernel applies) and/or Dropout."""
+        """Fuse a following Activation (one the kernel applies) and/or Dropout.
+
+        Once absorbed, this layer's ``forward``/``backward`` include them (the model skips
+        the absorbed layers); calling the absorbed layers by hand as well would apply them
+        twice.
+        """
         n = 0
         if n < len(following) and type(following[n]) is Activation \
                 and following[n].activation in _norm.FUSED_ACTIVATIONS:

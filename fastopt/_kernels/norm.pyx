@@ -44,11 +44,7 @@ from ._philox cimport dropout_key, make_key, expand_mask, dropout_chunk_bits
 
 # Activation codes (the same numbers as dense.ACTIVATIONS); the ones the fused
 # kernels apply. Others run as a separate Activation layer.
-cdef enum:
-    IDENTITY = 0
-    RELU = 1
-    LEAKY_RELU = 2
-    ELU = 3
+from ._activations cimport ELU, IDENTITY, LEAKY_RELU, RELU
 
 FUSED_ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU,
                      "elu": ELU}
