@@ -74,7 +74,7 @@ class Settings:
         self.rounds = rounds or (5 if quick else 15)       # step workloads
         self.slow_rounds = rounds or (3 if quick else 9)   # steps over 50 ms (wide)
         self.block_s = 0.01 if quick else 0.03             # seconds per timed block
-        self.epoch_rounds = rounds or (2 if quick else 5)
+        self.epoch_rounds = rounds or (1 if quick else 5)
         self.peak_n = 1024 if quick else 2048
         self.optim_sizes = [235_914] if quick else [10_000_000, 235_914]
         self.optim_rounds = rounds or (5 if quick else None)  # None: compare_optim's defaults
@@ -211,6 +211,20 @@ def sgemm_peak(n, threads, reps=5):
             t0 = time.perf_counter()
             scipy_blas.sgemm(1.0, a, b, 0.0, c, overwrite_c=1)
             best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def torch_sgemm_peak(torch, n, threads, reps=5):
+    """Best GFLOP/s of torch.mm (MKL) on n×n float32: the GEMM PyTorch's steps stand on."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
 
 
@@ -643,7 +657,7 @@ def check_targets(rows, allocs):
         ts = [t for t in (r["torch default"], r["torch best"]) if t is not None]
         return min(ts) if ts else None
 
-    for (name, nt), r in sorted(by.items()):
+    for (name, nt), r in by.items():
         f = r["fastopt"]
         if name == "tiny":
             add(f"tiny step vs fastest PyTorch eager, {nt}t", ratio(fastest_torch(r), f), 10)
@@ -667,6 +681,7 @@ def chart(rows, optim_rows, path):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: no chart (pip install matplotlib)")
         return None
@@ -693,8 +708,12 @@ def chart(rows, optim_rows, path):
     for j, (key, vals) in enumerate(series.items()):
         ax.bar(x + (j - (len(series) - 1) / 2) * width, [v or np.nan for v in vals], width,
                label=key)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.2f", fontsize=6, padding=1)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("time of peer / time of fastopt (>1: fastopt faster)")
     ax.set_title("fastopt vs peers, float32, medians of interleaved rounds")
@@ -742,6 +761,8 @@ def main(argv=None):
     vers = versions(torch, sklearn)
 
     peaks = {nt: sgemm_peak(settings.peak_n, nt) for nt in args.threads}
+    torch_peaks = {nt: torch_sgemm_peak(torch, settings.peak_n, nt) for nt in args.threads} \
+        if torch is not None else {}
     print("sgemm peak (scipy OpenBLAS, %d³): " % settings.peak_n +
           ", ".join(f"{nt}t {p:.0f} GFLOP/s" for nt, p in peaks.items()), flush=True)
 
@@ -784,6 +805,9 @@ def main(argv=None):
         "BLAS": vers["blas"],
         "sgemm peak (scipy's OpenBLAS, %d³, best of 5)" % settings.peak_n:
             ", ".join(f"{p:.0f} GFLOP/s at {nt} thread(s)" for nt, p in peaks.items()),
+        "PyTorch's torch.mm peak (same size, for reference)":
+            ", ".join(f"{p:.0f} GFLOP/s at {nt} thread(s)" for nt, p in torch_peaks.items())
+            or "—",
         "load average (1, 5, 15 min) at start / end": f"{load_start} / {load_average()}",
         "command": "python benchmarks/compare.py " + " ".join(argv if argv is not None
                                                              else sys.argv[1:]),
