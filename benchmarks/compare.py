@@ -30,6 +30,7 @@ Writes OUT/compare.md and OUT/compare.png (matplotlib optional) and prints the t
 
 import argparse
 import datetime
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -86,24 +87,35 @@ class Settings:
 
 def machine_info():
     cpu = platform.processor() or platform.machine()
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    if "model name" in fields:
+        simd = [f for f in ("avx512f", "avx2", "fma") if f in fields.get("flags", "").split()]
+        cpu = (f"{fields['model name']} (family {fields.get('cpu family', '?')} model "
+               f"{fields.get('model', '?')}, {' '.join(simd) or 'no AVX2'})")
     logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     from fastopt.threads import _physical_cores_available
     return {"cpu": cpu, "logical": logical, "cores": _physical_cores_available()}
 
 
-def versions(torch, sklearn):
+def _dist_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions(torch):
     out = {"python": platform.python_version(), "numpy": np.__version__,
            "scipy": scipy.__version__, "fastopt": fo.__version__,
-           "torch": torch.__version__ if torch else "not installed",
-           "scikit-learn": sklearn.__version__ if sklearn else "not installed"}
+           "torch": _dist_version("torch"), "scikit-learn": _dist_version("scikit-learn"),
+           "threadpoolctl": _dist_version("threadpoolctl")}
     blas = []
     for lib in _controller().info():
         if lib["user_api"] == "blas":
@@ -726,13 +738,13 @@ def chart(rows, optim_rows, path):
 
 # ---------------------------------------------------------------- main
 
-def _optional(name, wanted):
+def _optional(module, wanted, dist):
     if not wanted:
         return None
     try:
-        return __import__(name)
+        return __import__(module)
     except ImportError:
-        print(f"{name} is not installed: its columns are skipped (pip install {name}).")
+        print(f"{dist} is not installed: its columns are skipped (pip install {dist}).")
         return None
 
 
@@ -752,13 +764,13 @@ def main(argv=None):
                                                   "results"))
     args = ap.parse_args(argv)
     settings = Settings(args.quick, args.rounds)
-    torch = _optional("torch", "torch" in args.frameworks)
-    sklearn = _optional("sklearn", "sklearn" in args.frameworks
-                        and "epoch" in args.workloads)
+    torch = _optional("torch", "torch" in args.frameworks, "torch")
+    sklearn = _optional("sklearn", "sklearn" in args.frameworks and "epoch" in args.workloads,
+                        "scikit-learn")
     started = time.perf_counter()
     load_start = load_average()
     info = machine_info()
-    vers = versions(torch, sklearn)
+    vers = versions(torch)
 
     peaks = {nt: sgemm_peak(settings.peak_n, nt) for nt in args.threads}
     torch_peaks = {nt: torch_sgemm_peak(torch, settings.peak_n, nt) for nt in args.threads} \
