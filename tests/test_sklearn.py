@@ -405,18 +405,19 @@ def test_clone_gives_an_unfitted_estimator_with_the_same_parameters(rng):
 
 # ---- real data: at least scikit-learn's scores (slow: run in CI) ----
 
-def _compare_settings():
+def _compare_settings(random_state):
     return dict(hidden_layer_sizes=(100,), alpha=1e-4, batch_size=64, learning_rate_init=1e-3,
-                max_iter=200, random_state=0)
+                max_iter=200, random_state=random_state)
 
 
 @needs_sklearn
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["digits", "breast_cancer", "wine", "diabetes"])
 def test_scores_at_least_as_well_as_scikit_learn_mlp(dataset):
-    """5-fold cross-validated score, same folds, same settings, standardized features; the
-    regressor is compared with scikit-learn's on standardized targets too (the scaling
-    fastopt's MLPRegressor does internally)."""
+    """5-fold cross-validated score averaged over 3 random states, same folds, same
+    settings, standardized features; the regressor is compared with scikit-learn's on
+    standardized targets (the scaling fastopt's MLPRegressor does internally). The margin,
+    two rows of the data set (2/n of accuracy), is below one random state's spread."""
     import sklearn.datasets as data
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
@@ -426,16 +427,22 @@ def test_scores_at_least_as_well_as_scikit_learn_mlp(dataset):
     from sklearn.preprocessing import StandardScaler
 
     X, y = getattr(data, f"load_{dataset}")(return_X_y=True)
-    if dataset == "diabetes":
-        ours = MLPRegressor(**_compare_settings())
-        theirs = TransformedTargetRegressor(SkRegressor(**_compare_settings()),
-                                            transformer=StandardScaler())
-        cv = KFold(5, shuffle=True, random_state=0)
-    else:
-        ours, theirs = MLPClassifier(**_compare_settings()), SkClassifier(**_compare_settings())
-        cv = StratifiedKFold(5, shuffle=True, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ours_score = cross_val_score(make_pipeline(StandardScaler(), ours), X, y, cv=cv).mean()
-        theirs_score = cross_val_score(make_pipeline(StandardScaler(), theirs), X, y, cv=cv).mean()
-    assert ours_score >= theirs_score - 0.005, (ours_score, theirs_score)
+    ours_scores, theirs_scores = [], []
+    for seed in (0, 1, 2):
+        if dataset == "diabetes":
+            ours = MLPRegressor(**_compare_settings(seed))
+            theirs = TransformedTargetRegressor(SkRegressor(**_compare_settings(seed)),
+                                                transformer=StandardScaler())
+            cv = KFold(5, shuffle=True, random_state=0)
+        else:
+            ours = MLPClassifier(**_compare_settings(seed))
+            theirs = SkClassifier(**_compare_settings(seed))
+            cv = StratifiedKFold(5, shuffle=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ours_scores.append(cross_val_score(make_pipeline(StandardScaler(), ours), X, y,
+                                               cv=cv).mean())
+            theirs_scores.append(cross_val_score(make_pipeline(StandardScaler(), theirs), X, y,
+                                                 cv=cv).mean())
+    ours_score, theirs_score = np.mean(ours_scores), np.mean(theirs_scores)
+    assert ours_score >= theirs_score - 2 / len(y), (ours_scores, theirs_scores)
