@@ -57,7 +57,7 @@ from benchmarks.workloads import (LEARNING_RATE, MOMENTUM, WORKLOADS, data,  # n
                                   fastopt_step, fastopt_targets, fastopt_trainer,
                                   gemm_calls, gemm_flops)
 
-STEP_WORKLOADS = ("tiny", "mnist", "wide")
+STEP_WORKLOADS = ("tiny", "mnist", "wide", "mlp")
 ALL_WORKLOADS = STEP_WORKLOADS + ("epoch", "optim")
 EPOCH_ROWS = 60_000
 CONTROLLER = None  # threadpoolctl's view of the process, made once
@@ -322,7 +322,8 @@ def torch_optimizer(torch, w, params, fused):
     lr = LEARNING_RATE[w.optimizer]
     if w.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, **extra)
-    return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM, **extra)
+    momentum = MOMENTUM if w.optimizer == "sgd-momentum" else 0.0
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, **extra)
 
 
 def torch_loss(torch, w):
@@ -559,8 +560,8 @@ def breakdown(w, threads, settings, peak, bandwidth):
             floor_times[what] = statistics.median(ts)
     med = {k: statistics.median(v[3:]) for k, v in rec.items()}
     step_time = statistics.median(whole[3:])
-    opt_bytes = {"adam": 28, "sgd-momentum": 20}[w.optimizer] * n_params
-    opt_flops = {"adam": 14, "sgd-momentum": 4}[w.optimizer] * n_params
+    opt_bytes = {"adam": 28, "sgd-momentum": 20, "sgd": 12}[w.optimizer] * n_params
+    opt_flops = {"adam": 14, "sgd-momentum": 4, "sgd": 2}[w.optimizer] * n_params
     out_dim = w.sizes[-1]
     lines = []
     for key in order:
@@ -687,6 +688,9 @@ def check_targets(rows, allocs):
         elif name == "wide":
             add(f"wide step vs PyTorch fused Adam, {nt}t", ratio(r["torch best"], f), 0.95)
             add(f"wide step vs PyTorch default, {nt}t", ratio(r["torch default"], f), 1.15)
+        elif name == "mlp":
+            add(f"784-256-128-10 SGD step / its GEMMs alone (foundation bar), {nt}t",
+                ratio(f, r["gemms"]), 1.3, higher=False)
         elif name.startswith("epoch"):
             add(f"epoch vs fastest PyTorch eager, {nt}t", ratio(fastest_torch(r), f), 2.5)
             add(f"epoch vs scikit-learn, {nt}t", ratio(r["sklearn"], f), 2.5)
