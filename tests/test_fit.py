@@ -253,3 +253,10 @@ def test_schedules_drive_the_learning_rate_per_step_and_per_epoch(rng):
                            schedule=fo.schedules.ExponentialDecay(gamma=0.5))
     h = per_epoch.fit(X, y, epochs=3, batch_size=10, verbose=0)
     assert h["lr"] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_the_trainer_does_not_change_the_users_optimizer(rng):
+    opt = fo.optim.SGD(lr=0.1)
+    trainer = fo.Trainer(fo.Sequential([fo.Dense(1)], input_dim=3), "mse", opt, clip_value=0.25)
+    trainer.fit(rng.standard_normal((8, 3)), rng.standard_normal(8), epochs=1, verbose=0)
+    assert opt.clip_value is None

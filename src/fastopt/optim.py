@@ -213,8 +213,12 @@ class Optimizer:
             self._segments(segments, params.shape[0])
         self._apply(params, grads, segments, grad_scale)
 
-    def _apply(self, params, grads, segments=None, grad_scale=1.0):
-        """The Trainer's path: the arena is known valid, nothing is re-checked."""
+    def _apply(self, params, grads, segments=None, grad_scale=1.0, clip_value=None):
+        """The Trainer's path: the arena is known valid, nothing is re-checked.
+        ``clip_value`` (the Trainer's) is used instead of the optimizer's own for this step."""
+        if clip_value is None:
+            clip_value = self.clip_value
+        self._clamp = _INF if clip_value is None else clip_value
         if params.shape[0] != self._n or params.dtype != self._dtype:
             self._allocate(params)
         table = self._full if segments is None else self._segments(segments, self._n)
@@ -371,7 +375,7 @@ class SGD(Optimizer):
         first = self.t == 1
         self._run(p, g, self._b, table, self._lr, self.momentum,
                   0.0 if first else self.momentum, 1.0 if first else 1.0 - self.dampening,
-                  self.nesterov, scale, _INF if self.clip_value is None else self.clip_value,
+                  self.nesterov, scale, self._clamp,
                   self.weight_decay, self.l1)
 
 
@@ -416,7 +420,7 @@ class Adagrad(Optimizer):
     def _update(self, p, g, table, scale):
         clr = self._lr / (1.0 + (self.t - 1) * self.lr_decay)
         self._run(p, g, self._s, table, clr, self.eps, scale,
-                  _INF if self.clip_value is None else self.clip_value,
+                  self._clamp,
                   self.weight_decay, self.l1)
 
 
@@ -463,7 +467,7 @@ class RMSprop(Optimizer):
     def _update(self, p, g, table, scale):
         self._run(p, g, self._v, self._a, self._b, table, self._lr, self.alpha, self.eps,
                   self.momentum, self.centered, scale,
-                  _INF if self.clip_value is None else self.clip_value,
+                  self._clamp,
                   self.weight_decay, self.l1)
 
 
@@ -525,7 +529,7 @@ class Adam(Optimizer):
             shrink, wd = 1.0, self.weight_decay
         self._run(p, g, self._m, self._v, self._w, table, beta1, beta2, step_size,
                   inv_sqrt_bc2, self.eps, shrink, self.amsgrad, scale,
-                  _INF if self.clip_value is None else self.clip_value, wd, self.l1)
+                  self._clamp, wd, self.l1)
 
 
 class AdamW(Adam):

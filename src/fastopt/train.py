@@ -166,11 +166,12 @@ class Trainer:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         self.clip_norm = clip_norm
         if clip_value is not None:
-            # Clamping happens inside the optimizer's single pass over the arena.
+            # Clamping happens inside the optimizer's single pass over the arena; the
+            # optimizer object itself is left as the user made it.
             if optimizer.clip_value is not None and optimizer.clip_value != clip_value:
                 raise ValueError(f"clip_value={clip_value} conflicts with the optimizer's own "
                                  f"clip_value={optimizer.clip_value}")
-            optimizer.clip_value = float(clip_value)
+            clip_value = float(clip_value)
         self.clip_value = clip_value
         self.metrics = [self._configured(get_metric(m)) for m in metrics]
         for metric in self.metrics:
@@ -301,7 +302,8 @@ class Trainer:
             return value
         if self.schedule is not None and self.schedule.interval == "step":
             self.schedule.step(self.optimizer, self.step_count)  # lr_at(steps completed)
-        self.optimizer._apply(model.arena.data, model.arena.grad, self._segments, scale)
+        self.optimizer._apply(model.arena.data, model.arena.grad, self._segments, scale,
+                              self.clip_value)
         self.step_count = step
         if self.metrics:
             target = self._metric_target(tb)
