@@ -272,7 +272,8 @@ class Trainer:
         labels = tb if tb.ndim == 1 else None
         chain = DenseChain(layers, None if labels is not None else tb, labels,
                            ones if wb is None else wb, dpred, row_loss, kind,
-                           getattr(self.loss, "label_smoothing", 0.0))
+                           getattr(self.loss, "label_smoothing", 0.0), self.model.arena.grad,
+                           self._norm_partials)
         return chain, inp
 
     def _train_step(self, xb, tb, wb=None, fused=True):
@@ -297,7 +298,10 @@ class Trainer:
             return self._nonfinite(step, f"the training loss became {value}")
         if chain is None:
             model._backward(dout, False)
-        scale = self._gradient_scale(step)
+            sum_sq = sum_squares(model.arena.grad, self._norm_partials)
+        else:
+            sum_sq = chain[0].grad_sum_squares
+        scale = self._gradient_scale(step, sum_sq)
         if scale is None:
             return value
         if self.schedule is not None and self.schedule.interval == "step":
@@ -320,12 +324,12 @@ class Trainer:
         """The targets metrics compare with (subclasses with composite targets override)."""
         return tb
 
-    def _gradient_scale(self, step):
+    def _gradient_scale(self, step, sum_sq):
         """Global-norm clipping factor (1.0 without clipping); None when the norm is not
         finite and the step was skipped."""
         # Always measured (one fixed-order reduction, ~2% of a step): a non-finite gradient
         # must never reach the weights, with or without clipping.
-        norm = math.sqrt(sum_squares(self.model.arena.grad, self._norm_partials))
+        norm = math.sqrt(sum_sq)
         if not math.isfinite(norm):
             self._nonfinite(step, f"the gradient norm became {norm}")
             return None

@@ -24,6 +24,7 @@ from libc.stdlib cimport free, malloc
 
 from ._blas cimport gemm
 from ._loss_core cimport _batch_loss
+from ._reduce cimport _sum_squares
 from ._parallel cimport kernel_threads, threads_for
 
 from ._activations cimport (ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID,
@@ -434,7 +435,9 @@ cdef double _chain_run(floating* kind_marker, Py_ssize_t n_layers, Py_ssize_t N,
                        const uintptr_t* ptr, const Py_ssize_t* dims, const int* acts,
                        const double* alphas, const bint* biases, int loss_kind,
                        double smoothing, uintptr_t T, uintptr_t labels, uintptr_t w,
-                       uintptr_t dout, uintptr_t row_loss, double scale) noexcept nogil:
+                       uintptr_t dout, uintptr_t row_loss, double scale,
+                       uintptr_t grad, Py_ssize_t n_grad, uintptr_t partials,
+                       double* grad_sum_squares) noexcept nogil:
     cdef Py_ssize_t l, n_in, n_out
     cdef const uintptr_t* f
     cdef double total
@@ -458,6 +461,8 @@ cdef double _chain_run(floating* kind_marker, Py_ssize_t n_layers, Py_ssize_t N,
                         dims[2 * l], dims[2 * l + 1], acts[l], <floating>alphas[l],
                         biases[l], l > 0)
         dA = <const floating*>f[F_DX]
+    # The global gradient norm's sum of squares, while the gradients are still in cache.
+    grad_sum_squares[0] = _sum_squares(<const floating*>grad, n_grad, <double*>partials)
     return total
 
 
@@ -470,7 +475,8 @@ cdef class DenseChain:
     bound once (one batch size). Built and cached by fastopt.train; not a public API.
 
     ``layers``: per layer ``(X, W, b, Z, A, dZ, dW, db, dX, act, alpha)`` arrays (b and db
-    None without a bias), X being the previous layer's A. The caller guarantees shapes,
+    None without a bias), X being the previous layer's A. ``grad`` is the whole gradient
+    arena and ``partials`` its norm workspace (optim.norm_blocks doubles). The caller guarantees shapes,
     dtypes and C-contiguity; the chain keeps references so no buffer can go away.
     """
 
@@ -483,11 +489,13 @@ cdef class DenseChain:
     cdef int* acts
     cdef double* alphas
     cdef bint* biases
-    cdef uintptr_t T, labels, w, dout, row_loss
+    cdef uintptr_t T, labels, w, dout, row_loss, grad, partials
+    cdef Py_ssize_t n_grad
+    cdef readonly double grad_sum_squares
     cdef object _keep
 
     def __cinit__(self, layers, T, labels, w, dout, row_loss, int loss_kind,
-                  double smoothing):
+                  double smoothing, grad, partials):
         cdef Py_ssize_t l, j
         self.n_layers = len(layers)
         self.N = layers[0][0].shape[0]
@@ -511,7 +519,8 @@ cdef class DenseChain:
             self.biases[l] = layer[2] is not None
         self.T, self.labels, self.w = _address(T), _address(labels), _address(w)
         self.dout, self.row_loss = _address(dout), _address(row_loss)
-        self._keep = (layers, T, labels, w, dout, row_loss)
+        self.grad, self.partials, self.n_grad = _address(grad), _address(partials), grad.shape[0]
+        self._keep = (layers, T, labels, w, dout, row_loss, grad, partials)
 
     def __dealloc__(self):
         free(self.ptr)
@@ -521,17 +530,20 @@ cdef class DenseChain:
         free(self.biases)
 
     def run(self, double scale):
-        """One forward + loss + backward; returns the loss (scale·Σ wᵢℓᵢ)."""
+        """One forward + loss + backward; returns the loss (scale·Σ wᵢℓᵢ) and leaves the
+        gradient arena's sum of squares in ``grad_sum_squares``."""
         cdef double total
         with nogil:
             if self.is_double:
                 total = _chain_run(<double*>NULL, self.n_layers, self.N, self.ptr, self.dims,
                                    self.acts, self.alphas, self.biases, self.loss_kind,
                                    self.smoothing, self.T, self.labels, self.w, self.dout,
-                                   self.row_loss, scale)
+                                   self.row_loss, scale, self.grad, self.n_grad,
+                                   self.partials, &self.grad_sum_squares)
             else:
                 total = _chain_run(<float*>NULL, self.n_layers, self.N, self.ptr, self.dims,
                                    self.acts, self.alphas, self.biases, self.loss_kind,
                                    self.smoothing, self.T, self.labels, self.w, self.dout,
-                                   self.row_loss, scale)
+                                   self.row_loss, scale, self.grad, self.n_grad,
+                                   self.partials, &self.grad_sum_squares)
         return total

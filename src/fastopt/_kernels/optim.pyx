@@ -32,6 +32,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from ._math cimport _sqrt, _sign
+from ._reduce cimport NORM_BLOCK, _sum_squares
 from ._parallel cimport threads_for
 
 cdef enum:
@@ -40,11 +41,6 @@ cdef enum:
     # Chunk edges fall on multiples of this many elements: a 64-byte line for float64,
     # two for float32, so two threads never write the same cache line.
     CHUNK_ALIGN = 16
-    # Global norm: fixed blocks (independent of the thread count), each summed in
-    # double over NORM_LANES independent accumulators, partials merged in block order.
-    NORM_BLOCK = 4096
-    NORM_LANES = 16
-    NORM_PER_THREAD = 131072
 
 
 # ---- shared pieces ----
@@ -453,35 +449,6 @@ def adam(floating[::1] p, const floating[::1] g, floating[::1] exp_avg,
 
 # ==== global norm ====
 
-cdef inline double _block_sum_squares(const floating* g, Py_ssize_t lo,
-                                      Py_ssize_t hi) noexcept nogil:
-    # NORM_LANES independent double accumulators in a fixed order: the adds are not
-    # reassociated (no -ffast-math), so this is the same sum on every run and every
-    # thread count, and the lanes give the vectorizer and the FPU independent chains.
-    cdef double acc[NORM_LANES]
-    cdef double x, total
-    cdef Py_ssize_t i, k
-    for k in range(NORM_LANES):
-        acc[k] = 0
-    i = lo
-    while i + NORM_LANES <= hi:
-        for k in range(NORM_LANES):
-            x = g[i + k]
-            acc[k] = acc[k] + x * x
-        i = i + NORM_LANES
-    while i < hi:
-        x = g[i]
-        acc[0] = acc[0] + x * x
-        i = i + 1
-    k = NORM_LANES
-    while k > 1:
-        k = k // 2
-        for i in range(k):
-            acc[i] = acc[i] + acc[i + k]
-    total = acc[0]
-    return total
-
-
 def sum_squares(const floating[::1] g, double[::1] partials):
     """Σ g² in double, by fixed blocks of NORM_BLOCK elements merged in block order.
 
@@ -489,22 +456,14 @@ def sum_squares(const floating[::1] g, double[::1] partials):
     ``norm_blocks``). The block edges depend only on n, so the result is bitwise the
     same for any thread count.
     """
-    cdef Py_ssize_t n = g.shape[0], nb = (n + NORM_BLOCK - 1) // NORM_BLOCK, b, hi
-    cdef int nt = threads_for(n, NORM_PER_THREAD)
-    cdef double total = 0
+    cdef Py_ssize_t n = g.shape[0], nb = (n + NORM_BLOCK - 1) // NORM_BLOCK
+    cdef double total
     if n == 0:
         return 0.0
     if partials.shape[0] < nb:
         raise ValueError(f"partials holds {partials.shape[0]} doubles, {nb} needed")
-    cdef const floating* gp = &g[0]
     with nogil:
-        for b in prange(nb, num_threads=nt, schedule='static'):
-            hi = (b + 1) * NORM_BLOCK
-            if hi > n:
-                hi = n
-            partials[b] = _block_sum_squares(gp, b * NORM_BLOCK, hi)
-        for b in range(nb):
-            total = total + partials[b]
+        total = _sum_squares(&g[0], n, &partials[0])
     return total
 
 
