@@ -89,6 +89,16 @@ cdef struct Common:
     Py_ssize_t nseg
 
 
+cdef inline Common _common(const Py_ssize_t[:, ::1] segments, double grad_scale, double clip,
+                           double wd, double l1):
+    cdef Common c
+    c.scale, c.clip, c.wd, c.l1 = grad_scale, clip, wd, l1
+    c.coupled = wd != 0 or l1 != 0
+    c.amsgrad = False
+    c.seg, c.nseg = &segments[0, 0], segments.shape[0]
+    return c
+
+
 # ==== SGD ====
 
 cdef enum:
@@ -163,9 +173,7 @@ def sgd(floating[::1] p, const floating[::1] g, floating[::1] buf,
     cdef double k[4]
     if n == 0:
         return
-    c.scale, c.clip, c.wd, c.l1 = grad_scale, clip, wd, l1
-    c.coupled = wd != 0 or l1 != 0
-    c.seg, c.nseg = &segments[0, 0], segments.shape[0]
+    c = _common(segments, grad_scale, clip, wd, l1)
     k[0], k[1], k[2], k[3] = lr, momentum, buf_decay, keep
     cdef floating* pp = &p[0]
     cdef const floating* gp = &g[0]
@@ -221,9 +229,7 @@ def adagrad(floating[::1] p, const floating[::1] g, floating[::1] acc,
     cdef Common c
     if n == 0:
         return
-    c.scale, c.clip, c.wd, c.l1 = grad_scale, clip, wd, l1
-    c.coupled = wd != 0 or l1 != 0
-    c.seg, c.nseg = &segments[0, 0], segments.shape[0]
+    c = _common(segments, grad_scale, clip, wd, l1)
     cdef floating* pp = &p[0]
     cdef const floating* gp = &g[0]
     cdef floating* sp = &acc[0]
@@ -315,9 +321,7 @@ def rmsprop(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
     cdef Common c
     if n == 0:
         return
-    c.scale, c.clip, c.wd, c.l1 = grad_scale, clip, wd, l1
-    c.coupled = wd != 0 or l1 != 0
-    c.seg, c.nseg = &segments[0, 0], segments.shape[0]
+    c = _common(segments, grad_scale, clip, wd, l1)
     cdef floating* pp = &p[0]
     cdef const floating* gp = &g[0]
     cdef floating* vp = &square_avg[0]
@@ -427,9 +431,7 @@ def adam(floating[::1] p, const floating[::1] g, floating[::1] exp_avg,
     cdef Common c
     if n == 0:
         return
-    c.scale, c.clip, c.wd, c.l1 = grad_scale, clip, wd, l1
-    c.coupled = wd != 0 or l1 != 0
-    c.seg, c.nseg = &segments[0, 0], segments.shape[0]
+    c = _common(segments, grad_scale, clip, wd, l1)
     cdef floating* pp = &p[0]
     cdef const floating* gp = &g[0]
     cdef floating* mp = &exp_avg[0]
