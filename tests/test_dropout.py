@@ -52,6 +52,33 @@ def test_philox_fill_simd_and_scalar_paths_agree_with_reference(n_blocks, first)
     np.testing.assert_array_equal(scalar, expected)
 
 
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 40, 63, 64])
+@pytest.mark.parametrize("e0", [0, 4, 7, 4 * 0xFFFFFFF8, 3 * 2**32 + 13])
+def test_mask_chunk_bits_simd_and_general_paths_agree_with_reference(n, e0):
+    # Column t of a 32-column group is bit 8·(t mod 4) + t // 4 of its word.
+    seed, step, layer, rate = 0x1234_5678_9ABC, 2**33 + 5, 3, 0.3
+    threshold = math.floor((1 - rate) * 2**32)
+    fast = np.full(2, 0xFFFFFFFF, np.uint32)
+    general = np.full(2, 0xFFFFFFFF, np.uint32)
+    _dropout.chunk_bits(fast, e0, n, seed, step, layer, threshold)
+    _dropout.chunk_bits(general, e0, n, seed, step, layer, threshold, general=True)
+    words = (n + 31) // 32
+    np.testing.assert_array_equal(fast[:words], general[:words])
+    t = np.arange(n)
+    decoded = (fast[t // 32] >> (8 * (t % 4) + (t % 32) // 4)) & 1
+    e = e0 + t.astype(np.uint64)
+    ctr = np.stack([(e // 4) & 0xFFFFFFFF, np.full(n, layer), np.full(n, step & 0xFFFFFFFF),
+                    np.full(n, step >> 32)], axis=1)
+    raw = philox4x32_10(ctr, [seed & 0xFFFFFFFF, seed >> 32])[np.arange(n), e % 4]
+    np.testing.assert_array_equal(decoded, raw.astype(np.uint64) < threshold)
+    used = np.zeros(32 * words, bool)
+    used[:n] = True
+    unused_bits = np.zeros(words, np.uint32)
+    for t in np.flatnonzero(~used):
+        unused_bits[t // 32] |= np.uint32(1 << (8 * (t % 4) + (t % 32) // 4))
+    assert not np.any(fast[:words] & unused_bits), "bits past the chunk must be zero"
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (2, 7), (3, 17), (129, 33), (5, 257), (64, 100)])
 @pytest.mark.parametrize("rate", [0.2, 0.5])

@@ -340,8 +340,8 @@ class Dropout(Layer):
 
 
 def mask_bits_buffer(rows, cols):
-    """Dropout mask bits of a (rows, cols) activation: 16 columns per uint16 word."""
-    return np.zeros((rows, max(1, (cols + 15) // 16)), np.uint16)
+    """Dropout mask bits of a (rows, cols) activation: 32 columns per uint32 word."""
+    return np.zeros((rows, max(1, (cols + 31) // 32)), np.uint32)
 
 
 def check_dropout_size(shape):
@@ -415,7 +415,7 @@ class BatchNorm(Layer):
         self._mean = np.zeros(d, np.float64)
         self._invstd = np.ones(d, np.float64)
         self._coef = np.empty((6, d), self.dtype)          # per-feature kernel scratch
-        self._partial = np.empty((0, 2, d), np.float64)    # per-row-block partial sums
+        self._partial = np.empty((0, 4, d), np.float64)    # per-row-block partials, scratch
         self._ws = _Workspace(self._make_buffers)
         return d
 
@@ -487,7 +487,7 @@ class BatchNorm(Layer):
         self._scale = scale
         blocks = _norm.n_row_blocks(x.shape[0])
         if blocks > self._partial.shape[0]:
-            self._partial = np.empty((blocks, 2, self.output_dim), np.float64)
+            self._partial = np.empty((blocks, 4, self.output_dim), np.float64)
         _norm.forward_train(x, self._gamma, self._beta, ws["Y"], self._mean, self._invstd,
                             self.running_mean, self.running_var, self._partial,
                             self._coef, self.momentum, self.eps, self._act, self._alpha,

@@ -8,8 +8,8 @@ and 0 where it is dropped. Element e = i·d + j of the (N, d) input is kept when
 
 threshold = floor((1 − q) · 2^32): exact, no float rounding in the decision. The mask
 is a pure function of (seed, step, layer, e), so it is identical for any thread count,
-row split or SIMD width. Forward also stores it as bits (row i, columns 16g … 16g+15
-in ``bits[i, g]``); backward reads them: ``dx = dy · m``.
+row split or SIMD width. Forward also stores it as bits (row i, columns 32g … 32g+31
+in ``bits[i, g]``, in philox.h's order); backward reads them: ``dx = dy · m``.
 
 Why stored bits and not regenerating in backward: Philox costs ~0.8 ms per 10^6
 32-bit words on one core of this machine (AVX2), while the bits are 1/32 of a float32
@@ -19,11 +19,12 @@ backward regenerating the mask 1.49 ms (benchmarks/bench_dropout.py).
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 from ._parallel cimport threads_for
 from ._philox cimport (dropout_key, make_key, expand_mask, dropout_chunk_bits,
-                       philox4x32_10, philox_fill, philox_fill_scalar, DROPOUT_CHUNK)
+                       dropout_bits_general, philox4x32_10, philox_fill,
+                       philox_fill_scalar, DROPOUT_CHUNK)
 
 cdef enum:
     # Elements under which dropout stays on one thread: generating the mask costs
@@ -31,35 +32,35 @@ cdef enum:
     DROPOUT_PER_THREAD = 8192
 
 
-cdef void _forward_row(const floating* x, floating* y, uint16_t* bits, uint64_t e0,
+cdef void _forward_row(const floating* x, floating* y, uint32_t* bits, uint64_t e0,
                        Py_ssize_t d, const dropout_key* key, floating scale) noexcept nogil:
     cdef floating m[DROPOUT_CHUNK]
     cdef Py_ssize_t c0 = 0, j, n
     while c0 < d:
         n = min(<Py_ssize_t>DROPOUT_CHUNK, d - c0)
-        dropout_chunk_bits(bits + c0 // 16, e0 + <uint64_t>c0, <int>n, key)
-        expand_mask(m, bits + c0 // 16, <int>n, scale)
+        dropout_chunk_bits(bits + c0 // 32, e0 + <uint64_t>c0, <int>n, key)
+        expand_mask(m, bits + c0 // 32, <int>n, scale)
         for j in range(n):
             y[c0 + j] = x[c0 + j] * m[j]
         c0 += n
 
 
-cdef void _apply_row(const floating* dy, floating* dx, const uint16_t* bits,
+cdef void _apply_row(const floating* dy, floating* dx, const uint32_t* bits,
                      Py_ssize_t d, floating scale) noexcept nogil:
     cdef floating m[DROPOUT_CHUNK]
     cdef Py_ssize_t c0 = 0, j, n
     while c0 < d:
         n = min(<Py_ssize_t>DROPOUT_CHUNK, d - c0)
-        expand_mask(m, bits + c0 // 16, <int>n, scale)
+        expand_mask(m, bits + c0 // 32, <int>n, scale)
         for j in range(n):
             dx[c0 + j] = dy[c0 + j] * m[j]
         c0 += n
 
 
-def forward(const floating[:, ::1] X, floating[:, ::1] Y, uint16_t[:, ::1] bits,
+def forward(const floating[:, ::1] X, floating[:, ::1] Y, uint32_t[:, ::1] bits,
             uint64_t seed, uint64_t step, uint32_t layer, uint32_t threshold,
             double scale):
-    """Y = X · m (see the module docstring); the mask's bits go to ``bits`` (N, ⌈d/16⌉).
+    """Y = X · m (see the module docstring); the mask's bits go to ``bits`` (N, ⌈d/32⌉).
 
     Requires N·d < 2^34 (block indices are 32-bit) and threshold < 2^32.
     """
@@ -75,7 +76,7 @@ def forward(const floating[:, ::1] X, floating[:, ::1] Y, uint16_t[:, ::1] bits,
             _forward_row(&X[i, 0], &Y[i, 0], &bits[i, 0], <uint64_t>(i * d), d, &key, s)
 
 
-def backward(const floating[:, ::1] dY, const uint16_t[:, ::1] bits,
+def backward(const floating[:, ::1] dY, const uint32_t[:, ::1] bits,
              floating[:, ::1] dX, double scale):
     """dX = dY · m, m from the bits that ``forward`` stored. dX may be dY."""
     cdef Py_ssize_t N = dY.shape[0], d = dY.shape[1], i
@@ -89,7 +90,7 @@ def backward(const floating[:, ::1] dY, const uint16_t[:, ::1] bits,
 
 
 def regenerate_backward(const floating[:, ::1] dY, floating[:, ::1] dX,
-                        uint16_t[:, ::1] bits, uint64_t seed, uint64_t step,
+                        uint32_t[:, ::1] bits, uint64_t seed, uint64_t step,
                         uint32_t layer, uint32_t threshold, double scale):
     """dX = dY · m with the mask generated again (what backward would cost without
     stored bits; kept for the benchmark that justifies storing them)."""
@@ -115,3 +116,17 @@ def philox_fill_blocks(uint32_t[::1] out, uint32_t first, uint32_t c1, uint32_t 
             philox_fill_scalar(&out[0], first, n_blocks, c1, c2, c3, k0, k1)
         else:
             philox_fill(&out[0], first, n_blocks, c1, c2, c3, k0, k1)
+
+
+def chunk_bits(uint32_t[::1] bits, uint64_t e0, int n, uint64_t seed, uint64_t step,
+               uint32_t layer, uint32_t threshold, bint general=False):
+    """Test entry point: the mask bits of n ≤ 64 columns whose first element is e0,
+    through the SIMD path where it applies (or the general one)."""
+    cdef dropout_key key = make_key(seed, step, layer, threshold)
+    if not 0 < n <= DROPOUT_CHUNK or bits.shape[0] < (n + 31) // 32:
+        raise ValueError("n must be in [1, 64] with room for its bits")
+    with nogil:
+        if general:
+            dropout_bits_general(&bits[0], e0, n, &key)
+        else:
+            dropout_chunk_bits(&bits[0], e0, n, &key)

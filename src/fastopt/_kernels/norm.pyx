@@ -2,8 +2,7 @@
 and the dropout that follow it.
 
 Training forward, per feature j over the N rows of X:
-    μ = Σᵢ xᵢ / N                      (float64 accumulation)
-    σ² = Σᵢ (xᵢ − μ)² / N              (biased; second pass over the data, float64)
+    μ = Σᵢ xᵢ / N,  σ² = Σᵢ (xᵢ − μ)² / N   (biased; float64, see "Statistics" below)
     σ⁻¹ = 1 / √(σ² + eps)
     z = x·a + c,  a = γ·σ⁻¹,  c = β − μ·a       (x̂ = (x − μ)·σ⁻¹,  z = γ·x̂ + β)
     y = act(z) · m                     (m: dropout multiplier, 1/(1 − q) or 0; see
@@ -16,9 +15,19 @@ Backward (g = ∂L/∂z = dy · m · act'(z), z recomputed from x):
     dβ = Σᵢ g,   dγ = Σᵢ g·x̂,   dx = (γ·σ⁻¹/N) · (N·g − dβ − x̂·dγ)
 
 Reductions run over FIXED row blocks (their size depends only on N): each block's
-per-feature partials go to a workspace row, and the partials are merged in block order
-(Chan et al.'s pairwise update for the variance). Results are therefore bitwise
-identical for any thread count. Every pass reads whole rows, contiguously.
+per-feature partials go to a workspace row, and the partials are merged in block order.
+Results are therefore bitwise identical for any thread count. Every pass reads whole
+rows, contiguously.
+
+Statistics: each block is summed in ONE pass, shifted by its own first row K:
+s = Σ(x − K), q = Σ(x − K)² in float64 (x − K is exact in float64 for float32 x). The
+block's mean is K + s/n and its M2 = Σ(x − mean)² = q − s²/n. Because K is one of the
+block's values, n(mean − K)² ≤ n·M2, so the subtraction loses at most log2(n + 1) of
+float64's 53 bits (Chan, Golub, LeVeque 1983, "shifted data"); two passes cost a second
+read of every block for nothing a float32 result can see. Blocks are then merged by
+Chan et al.'s pairwise update, in block order.
+The backward sums Σg and Σg·x̂ are accumulated in the input's precision over at most
+16 rows, then added into float64 block partials.
 
 Why not column stripes (each feature summed over all rows by one thread, kept in L2
 between passes): with a power-of-two row stride (d = 1024, 2048) a stripe's rows map
@@ -27,20 +36,19 @@ it went to L3 with strided access: measured 2-3x slower than the row-block passe
 (512, 2048) float32.
 
 Memory traffic, forward: x twice (statistics, output), y once. Backward: x twice, dy
-once, g = ∂L/∂z written to dX and read back once, dx once. Storing g measured faster
-than recomputing it (mask expansion, activation derivative) in the dx pass: these
-tensors sit in L3, where the passes are bound by instructions, not bytes. The dropout
-mask is read as bits.
+once, g = ∂L/∂z written to dX and read back once, dx once. The dropout mask is read as
+bits.
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 from ._math cimport _expm1
 from ._parallel cimport threads_for
-from ._philox cimport dropout_key, make_key, expand_mask, dropout_chunk_bits
+from ._philox cimport (dropout_key, make_key, expand_mask, dropout_chunk_bits,
+                       DROPOUT_CHUNK)
 
 # Activation codes (the same numbers as dense.ACTIVATIONS); the ones the fused
 # kernels apply. Others run as a separate Activation layer.
@@ -52,11 +60,14 @@ FUSED_ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_REL
 cdef enum:
     # Elements under which the kernels stay on one thread.
     NORM_PER_THREAD = 32768
-    # Columns per chunk of a row (the dropout mask's chunk, philox.h's DROPOUT_CHUNK).
-    CHUNK = 64
+    # Columns per chunk of a row: the stack buffers for the mask and g. Large enough
+    # that the per-chunk set-up is paid rarely; a multiple of DROPOUT_CHUNK.
+    CHUNK = 256
     # Rows per reduction block at least, and blocks at most.
     MIN_BLOCK_ROWS = 16
     MAX_BLOCKS = 64
+    # Rows summed in the input's precision before going into the float64 partials.
+    FLUSH_ROWS = 16
 
 
 cdef inline Py_ssize_t _block_rows(Py_ssize_t N) noexcept nogil:
@@ -68,7 +79,8 @@ cdef inline Py_ssize_t _block_rows(Py_ssize_t N) noexcept nogil:
 
 
 def n_row_blocks(Py_ssize_t N):
-    """Row blocks of a batch of N: the first dimension of the ``partial`` workspace."""
+    """Row blocks of a batch of N: the first dimension of the ``partial`` workspace
+    (n_row_blocks(N), 4, d) float64."""
     cdef Py_ssize_t r = _block_rows(N)
     return max(1, (N + r - 1) // r)
 
@@ -98,70 +110,127 @@ cdef inline void _affine_act(const floating* x, const floating* a, const floatin
             y[j] = x[j] * a[j] + c[j]
 
 
-cdef inline void _act_grad(const floating* x, const floating* a, const floating* c,
-                           const floating* dy, floating* g, Py_ssize_t n, int act,
-                           floating alpha) noexcept nogil:
-    """g[j] = dy[j]·act'(z), z = x[j]·a[j] + c[j] recomputed exactly as forward did."""
+cdef inline void _act_grad(const floating* x, const floating* dy, const floating* m,
+                           const floating* a, const floating* c, floating* g, Py_ssize_t n,
+                           int act, floating alpha) noexcept nogil:
+    """g[j] = dy[j]·m[j]·act'(z), z = x[j]·a[j] + c[j] recomputed exactly as forward
+    did. g is the caller's stack chunk (no aliasing checks for the compiler to give up
+    on); dy[j] is read before the branch, as a conditional load would not vectorize."""
+    cdef Py_ssize_t j
+    cdef floating v, t
+    if act == RELU:
+        for j in range(n):
+            v = x[j] * a[j] + c[j]
+            t = dy[j] * m[j]
+            g[j] = t if v > 0 else 0
+    elif act == LEAKY_RELU:
+        for j in range(n):
+            v = x[j] * a[j] + c[j]
+            t = dy[j] * m[j]
+            g[j] = t if v > 0 else alpha * t
+    elif act == ELU:
+        # act'(z) = α·eᶻ = α·expm1(z) + α for z ≤ 0
+        for j in range(n):
+            v = x[j] * a[j] + c[j]
+            t = dy[j] * m[j]
+            g[j] = t if v > 0 else t * (alpha * _expm1(v) + alpha)
+    else:
+        for j in range(n):
+            g[j] = dy[j] * m[j]
+
+
+# ---- training forward ----
+
+cdef void _block_stats(const floating* X, double* mean, double* m2, double* shift,
+                       Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d) noexcept nogil:
+    """mean and M2 = Σ (x − mean)² per feature of rows r0..r1−1, in one pass shifted by
+    row r0 (module docstring); ``shift`` is d doubles of scratch. Four rows per sweep
+    over the accumulators: one load and store of each per four rows."""
+    cdef Py_ssize_t i = r0, j
+    cdef const floating* x0
+    cdef const floating* x1
+    cdef const floating* x2
+    cdef const floating* x3
+    cdef double t0, t1, t2, t3, k, n = r1 - r0
+    x0 = X + r0 * d
+    for j in range(d):
+        shift[j] = x0[j]
+        mean[j] = 0
+        m2[j] = 0
+    while i + 4 <= r1:
+        x0 = X + i * d
+        x1 = x0 + d
+        x2 = x1 + d
+        x3 = x2 + d
+        for j in range(d):
+            k = shift[j]
+            t0 = <double>x0[j] - k
+            t1 = <double>x1[j] - k
+            t2 = <double>x2[j] - k
+            t3 = <double>x3[j] - k
+            mean[j] += (t0 + t1) + (t2 + t3)
+            m2[j] += (t0 * t0 + t1 * t1) + (t2 * t2 + t3 * t3)
+        i += 4
+    while i < r1:
+        x0 = X + i * d
+        for j in range(d):
+            t0 = <double>x0[j] - shift[j]
+            mean[j] += t0
+            m2[j] += t0 * t0
+        i += 1
+    for j in range(d):
+        t0 = mean[j]
+        mean[j] = shift[j] + t0 / n
+        m2[j] = max(m2[j] - t0 * (t0 / n), 0.0)
+
+
+cdef inline void _affine_act_mask(const floating* x, const floating* a,
+                                  const floating* c, const floating* m, floating* y,
+                                  Py_ssize_t n, int act, floating alpha) noexcept nogil:
+    """y[j] = act(x[j]·a[j] + c[j]) · m[j]."""
     cdef Py_ssize_t j
     cdef floating v
     if act == RELU:
         for j in range(n):
             v = x[j] * a[j] + c[j]
-            g[j] = dy[j] if v > 0 else 0
+            y[j] = (v if v > 0 else 0) * m[j]
     elif act == LEAKY_RELU:
         for j in range(n):
             v = x[j] * a[j] + c[j]
-            g[j] = dy[j] if v > 0 else alpha * dy[j]
+            y[j] = (v if v > 0 else alpha * v) * m[j]
     elif act == ELU:
-        # act'(z) = α·eᶻ = α·expm1(z) + α for z ≤ 0
         for j in range(n):
             v = x[j] * a[j] + c[j]
-            g[j] = dy[j] if v > 0 else dy[j] * (alpha * _expm1(v) + alpha)
+            y[j] = (v if v > 0 else alpha * _expm1(v)) * m[j]
     else:
         for j in range(n):
-            g[j] = dy[j]
+            y[j] = (x[j] * a[j] + c[j]) * m[j]
 
 
-# ---- training forward ----
-
-cdef void _block_stats(const floating* X, double* s, double* q, Py_ssize_t r0,
-                       Py_ssize_t r1, Py_ssize_t d) noexcept nogil:
-    """s = block mean, q = Σ (x − block mean)² per feature (two passes; the block is
-    in L2 for the second)."""
-    cdef Py_ssize_t i, j
-    cdef const floating* xr
-    cdef double inv_n = 1.0 / (r1 - r0)
-    for j in range(d):
-        s[j] = 0
-        q[j] = 0
-    for i in range(r0, r1):
-        xr = X + i * d
-        for j in range(d):
-            s[j] += <double>xr[j]
-    for j in range(d):
-        s[j] = s[j] * inv_n
-    for i in range(r0, r1):
-        xr = X + i * d
-        for j in range(d):
-            q[j] += (<double>xr[j] - s[j]) * (<double>xr[j] - s[j])
+cdef inline void _generate_bits(uint32_t* bits, uint64_t e0, Py_ssize_t n,
+                                const dropout_key* key) noexcept nogil:
+    """The mask bits of n ≤ CHUNK columns (32 per word) starting at element e0."""
+    cdef Py_ssize_t c0 = 0
+    while c0 < n:
+        dropout_chunk_bits(bits + c0 // 32, e0 + <uint64_t>c0,
+                           <int>min(<Py_ssize_t>DROPOUT_CHUNK, n - c0), key)
+        c0 += DROPOUT_CHUNK
 
 
 cdef void _output_row(const floating* x, floating* y, const floating* a,
                       const floating* c, Py_ssize_t d, int act, floating alpha,
-                      uint16_t* bits, uint64_t e0, const dropout_key* key,
+                      uint32_t* bits, uint64_t e0, const dropout_key* key,
                       floating scale, bint dropout) noexcept nogil:
     cdef floating m[CHUNK]
-    cdef Py_ssize_t c0 = 0, j, n
+    cdef Py_ssize_t c0 = 0, n
     if not dropout:
         _affine_act(x, a, c, y, d, act, alpha)
         return
     while c0 < d:
         n = min(<Py_ssize_t>CHUNK, d - c0)
-        dropout_chunk_bits(bits + c0 // 16, e0 + <uint64_t>c0, <int>n, key)
-        expand_mask(m, bits + c0 // 16, <int>n, scale)
-        _affine_act(x + c0, a + c0, c + c0, y + c0, n, act, alpha)
-        for j in range(n):
-            y[c0 + j] = y[c0 + j] * m[j]
+        _generate_bits(bits + c0 // 32, e0 + <uint64_t>c0, n, key)
+        expand_mask(m, bits + c0 // 32, <int>n, scale)
+        _affine_act_mask(x + c0, a + c0, c + c0, m, y + c0, n, act, alpha)
         c0 += n
 
 
@@ -171,13 +240,13 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
                   floating[::1] running_mean, floating[::1] running_var,
                   double[:, :, ::1] partial, floating[:, ::1] coef,
                   double momentum, double eps, int act, double alpha,
-                  uint16_t[:, ::1] bits, uint64_t seed, uint64_t step, uint32_t layer,
+                  uint32_t[:, ::1] bits, uint64_t seed, uint64_t step, uint32_t layer,
                   uint32_t threshold, double scale, bint dropout):
     """Training forward (module docstring): Y, the batch ``mean`` and ``invstd``
     (float64, kept for backward), the running statistics updated in place, and with
     ``dropout`` the mask bits (N, ⌈d/16⌉) exactly as dropout.forward stores them.
 
-    Workspace: ``partial`` (n_row_blocks(N), 2, d) float64, ``coef`` (≥ 2, d): rows 0
+    Workspace: ``partial`` (n_row_blocks(N), 4, d) float64, ``coef`` (≥ 2, d): rows 0
     and 1 receive a and c. N ≥ 2 (the caller checks).
     """
     cdef Py_ssize_t N = X.shape[0], d = X.shape[1]
@@ -186,7 +255,7 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
     cdef int nt = threads_for(N * d, NORM_PER_THREAD)
     cdef dropout_key key = make_key(seed, step, layer, threshold)
     cdef Py_ssize_t wpr = bits.shape[1]
-    cdef uint16_t* bits_ptr = &bits[0, 0]
+    cdef uint32_t* bits_ptr = &bits[0, 0]
     cdef floating alpha_f = <floating>alpha, scale_f = <floating>scale
     cdef double n_a, n_b, n_ab, delta, var, inv
     cdef double* mu = &mean[0]
@@ -197,15 +266,18 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
     cdef floating* c_ptr = &coef[1, 0]
     if N == 0 or d == 0:
         return
+    if partial.shape[0] < n_blocks or partial.shape[1] < 4 or partial.shape[2] != d \
+            or coef.shape[1] != d or bits.shape[0] < N or bits.shape[1] < (d + 31) // 32:
+        raise ValueError("workspace too small for the batch")
     with nogil:
         if nt <= 1 or n_blocks == 1:
             for b in range(n_blocks):
-                _block_stats(x_ptr, &partial[b, 0, 0], &partial[b, 1, 0], b * R,
-                             min(b * R + R, N), d)
+                _block_stats(x_ptr, &partial[b, 0, 0], &partial[b, 1, 0],
+                             &partial[b, 2, 0], b * R, min(b * R + R, N), d)
         else:
             for b in prange(n_blocks, num_threads=nt, schedule='static'):
-                _block_stats(x_ptr, &partial[b, 0, 0], &partial[b, 1, 0], b * R,
-                             min(b * R + R, N), d)
+                _block_stats(x_ptr, &partial[b, 0, 0], &partial[b, 1, 0],
+                             &partial[b, 2, 0], b * R, min(b * R + R, N), d)
         # Chan's merge of (mean, M2) in block order; m2 is held in invstd meanwhile.
         for j in range(d):
             mu[j] = partial[0, 0, j]
@@ -255,51 +327,58 @@ def forward_eval(const floating[:, ::1] X, const floating[::1] gamma,
 
 # ---- backward ----
 
-cdef inline void _grad_chunk(const floating* x, const floating* dy, const floating* a,
-                             const floating* c, floating* g, Py_ssize_t n, int act,
-                             floating alpha, const uint16_t* bits, floating scale,
-                             bint dropout) noexcept nogil:
-    """g = dy·m·act'(z) on one chunk (n ≤ CHUNK) of a row."""
-    cdef floating m[CHUNK]
-    cdef floating t[CHUNK]
+cdef inline void _add_into(double* total, floating* part, Py_ssize_t d) noexcept nogil:
+    """total += part (float64), part ← 0."""
     cdef Py_ssize_t j
-    if dropout:
-        expand_mask(m, bits, <int>n, scale)
-        for j in range(n):
-            t[j] = dy[j] * m[j]
-        _act_grad(x, a, c, t, g, n, act, alpha)
-    else:
-        _act_grad(x, a, c, dy, g, n, act, alpha)
+    for j in range(d):
+        total[j] += part[j]
+        part[j] = 0
 
 
 cdef void _block_grad_sums(const floating* X, const floating* dY, floating* G,
                            const floating* a, const floating* c, const floating* mu,
-                           const floating* inv, double* sg, double* sgx, Py_ssize_t r0,
-                           Py_ssize_t r1, Py_ssize_t d, int act, floating alpha,
-                           const uint16_t* bits, Py_ssize_t wpr, floating scale,
-                           bint dropout) noexcept nogil:
+                           const floating* inv, double* sg, double* sgx, floating* scratch,
+                           Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t d, int act,
+                           floating alpha, const uint32_t* bits, Py_ssize_t wpr,
+                           floating scale, bint dropout) noexcept nogil:
     """G = dy·m·act'(z) on the block's rows (into dX, which the dx pass then reads)
-    and its per-feature sums Σg, Σg·x̂."""
+    and its per-feature sums Σg, Σg·x̂: summed in the input's precision over FLUSH_ROWS
+    rows in ``scratch`` (2·d values), then into the float64 ``sg`` and ``sgx``.
+    x̂ = (x − μ)·σ⁻¹ with the subtraction first: x·σ⁻¹ − μ·σ⁻¹ (or Σg·x − μ·Σg)
+    cancels catastrophically when |μ| ≫ σ."""
     cdef Py_ssize_t i, j, c0, n
+    cdef floating* ag = scratch
+    cdef floating* agx = scratch + d
     cdef const floating* xr
     cdef floating* gr
-    cdef floating xh
+    cdef floating m[CHUNK]
+    cdef floating gc[CHUNK]
+    cdef floating u
+    for j in range(CHUNK):
+        m[j] = 1
     for j in range(d):
         sg[j] = 0
         sgx[j] = 0
+        ag[j] = 0
+        agx[j] = 0
     for i in range(r0, r1):
         c0 = 0
         while c0 < d:
             n = min(<Py_ssize_t>CHUNK, d - c0)
-            _grad_chunk(X + i * d + c0, dY + i * d + c0, a + c0, c + c0, G + i * d + c0,
-                        n, act, alpha, bits + i * wpr + c0 // 16, scale, dropout)
+            if dropout:
+                expand_mask(m, bits + i * wpr + c0 // 32, <int>n, scale)
+            xr = X + i * d + c0
+            gr = G + i * d + c0
+            _act_grad(xr, dY + i * d + c0, m, a + c0, c + c0, gc, n, act, alpha)
+            for j in range(n):
+                u = gc[j]
+                gr[j] = u
+                ag[c0 + j] += u
+                agx[c0 + j] += u * ((xr[j] - mu[c0 + j]) * inv[c0 + j])
             c0 += n
-        xr = X + i * d
-        gr = G + i * d
-        for j in range(d):
-            xh = (xr[j] - mu[j]) * inv[j]
-            sg[j] += <double>gr[j]
-            sgx[j] += <double>gr[j] * <double>xh
+        if (i - r0) % FLUSH_ROWS == FLUSH_ROWS - 1 or i == r1 - 1:
+            _add_into(sg, ag, d)
+            _add_into(sgx, agx, d)
 
 
 cdef void _dx_row(const floating* x, floating* g, const floating* a, const floating* mu,
@@ -308,14 +387,14 @@ cdef void _dx_row(const floating* x, floating* g, const floating* a, const float
     """g ← a·g + kb + kc·x̂ (= γσ⁻¹/N·(N·g − Σg − x̂·Σg·x̂)), in place."""
     cdef Py_ssize_t j
     for j in range(d):
-        g[j] = a[j] * g[j] + kb[j] + kc[j] * ((x[j] - mu[j]) * inv[j])
+        g[j] = a[j] * g[j] + (kb[j] + kc[j] * ((x[j] - mu[j]) * inv[j]))
 
 
 def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
              const floating[::1] gamma, const double[::1] mean,
              const double[::1] invstd, double[:, :, ::1] partial,
              floating[:, ::1] coef, floating[:, ::1] dX, floating[::1] dgamma,
-             floating[::1] dbeta, int act, double alpha, const uint16_t[:, ::1] bits,
+             floating[::1] dbeta, int act, double alpha, const uint32_t[:, ::1] bits,
              double scale, bint dropout, bint need_dx):
     """Training backward (module docstring) from the forward's ``mean``/``invstd``,
     its a and c (``coef`` rows 0 and 1, as forward_train left them) and X: dgamma,
@@ -327,7 +406,7 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
     cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, i, j
     cdef int nt = threads_for(N * d, NORM_PER_THREAD)
     cdef Py_ssize_t wpr = bits.shape[1]
-    cdef const uint16_t* bits_ptr = &bits[0, 0]
+    cdef const uint32_t* bits_ptr = &bits[0, 0]
     cdef floating alpha_f = <floating>alpha, scale_f = <floating>scale
     cdef const floating* x_ptr = &X[0, 0]
     cdef const floating* dy_ptr = &dY[0, 0]
@@ -341,6 +420,10 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
     cdef double sg, sgx, k
     if N == 0 or d == 0:
         return
+    if partial.shape[0] < n_blocks or partial.shape[1] < 4 or partial.shape[2] != d \
+            or coef.shape[0] < 6 or coef.shape[1] != d or bits.shape[0] < N \
+            or bits.shape[1] < (d + 31) // 32:
+        raise ValueError("workspace too small for the batch")
     with nogil:
         for j in range(d):
             mu_ptr[j] = <floating>mean[j]
@@ -348,17 +431,17 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
         if nt <= 1 or n_blocks == 1:
             for b in range(n_blocks):
                 _block_grad_sums(x_ptr, dy_ptr, dx_ptr, a_ptr, c_ptr, mu_ptr, inv_ptr,
-                                 &partial[b, 0, 0], &partial[b, 1, 0], b * R,
-                                 min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr,
-                                 scale_f, dropout)
+                                 &partial[b, 0, 0], &partial[b, 1, 0],
+                                 <floating*>&partial[b, 2, 0], b * R, min(b * R + R, N),
+                                 d, act, alpha_f, bits_ptr, wpr, scale_f, dropout)
         else:
             for b in prange(n_blocks, num_threads=nt, schedule='static'):
                 _block_grad_sums(x_ptr, dy_ptr, dx_ptr, a_ptr, c_ptr, mu_ptr, inv_ptr,
-                                 &partial[b, 0, 0], &partial[b, 1, 0], b * R,
-                                 min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr,
-                                 scale_f, dropout)
+                                 &partial[b, 0, 0], &partial[b, 1, 0],
+                                 <floating*>&partial[b, 2, 0], b * R, min(b * R + R, N),
+                                 d, act, alpha_f, bits_ptr, wpr, scale_f, dropout)
         # Block order, into block 0's row (contiguous rows; a loop over blocks per
-        # feature strides by 2·d doubles and measured ~10% of the whole backward).
+        # feature strides by 4·d doubles and measured ~10% of the whole backward).
         for b in range(1, n_blocks):
             for j in range(d):
                 partial[0, 0, j] = partial[0, 0, j] + partial[b, 0, j]

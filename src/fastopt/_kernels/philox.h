@@ -164,96 +164,161 @@ static inline void philox_fill(uint32_t *restrict out, uint32_t first, int n_blo
 /* ---- dropout masks built on the generator ----
  *
  * Element e of a layer's (N, d) activation (e = row * d + column) is kept when
- * word(e) < threshold, threshold = floor(keep * 2^32) < 2^32 (the Python floor
- * treats a threshold of 2^32, keep = 1, as no dropout at all).
- * Masks are stored as bits: row i's columns 16g .. 16g + 15 in bit 0 .. 15 of
- * bits[i * words_per_row + g]. A chunk of one row starts on a multiple of 16 columns.
+ * word(e) < threshold, threshold = floor(keep * 2^32) < 2^32 (the Python side treats
+ * a threshold of 2^32, keep = 1, as no dropout at all).
+ *
+ * Masks are stored as bits, one uint32 per 32 columns of a row. Column 32g + t of row
+ * i is bit 8 * (t % 4) + t / 4 of bits[i * words_per_row + g]: when the row's first
+ * element is a multiple of 4 (d % 4 == 0), the group's 32 elements are exactly 8
+ * Philox blocks and word w of block k lands on bit 8w + k, which is what one compare
+ * and one movemask per output word give with no transposition. The layout is private
+ * to these helpers: every path, SIMD or not, writes and reads the same bits.
  */
 
 typedef struct {
-    uint32_t layer, step_lo, step_hi, seed_lo, seed_hi;
-    uint32_t threshold;   /* < 2^32: a keep probability of 1 never reaches here */
+    uint32_t layer, step_lo, step_hi;
+    uint32_t threshold;        /* < 2^32: a keep probability of 1 never reaches here */
+    uint32_t k0, k1;           /* key = (seed mod 2^32, seed / 2^32 mod 2^32) */
+    uint32_t round_k0[10], round_k1[10];    /* the key schedule, made once per call */
 } dropout_key;
 
-enum { DROPOUT_CHUNK = 64 };   /* columns per call: a few cache lines, 16..17 blocks */
+static inline dropout_key dropout_make_key(uint64_t seed, uint64_t step, uint32_t layer,
+                                           uint32_t threshold)
+{
+    dropout_key k;
+    int r;
+    k.layer = layer;
+    k.step_lo = (uint32_t)step;
+    k.step_hi = (uint32_t)(step >> 32);
+    k.threshold = threshold;
+    k.k0 = (uint32_t)seed;
+    k.k1 = (uint32_t)(seed >> 32);
+    for (r = 0; r < 10; r++) {
+        k.round_k0[r] = k.k0 + (uint32_t)r * PHILOX_W0;
+        k.round_k1[r] = k.k1 + (uint32_t)r * PHILOX_W1;
+    }
+    return k;
+}
 
-/* bits for elements e0 .. e0 + n - 1 (n <= DROPOUT_CHUNK): ceil(n / 16) words, the
- * unused high bits of the last one zero. Block index e / 4 is taken mod 2^32 (the
- * caller keeps N * d below 2^34). */
-static inline void dropout_chunk_bits(uint16_t *bits, uint64_t e0, int n,
-                                      const dropout_key *k)
+enum { DROPOUT_CHUNK = 64 };   /* columns per chunk call: two 32-column groups */
+
+/* Bit position of column t (0 <= t < 32) of a group. */
+#define DROPOUT_BIT(t) (8 * ((t) & 3) + ((t) >> 2))
+
+/* Any alignment, any n <= DROPOUT_CHUNK: raw words, then one compare per element.
+ * Writes ceil(n / 32) words; bits of columns >= n are zero. */
+static inline void dropout_bits_general(uint32_t *bits, uint64_t e0, int n,
+                                        const dropout_key *k)
 {
     uint32_t raw[4 * (DROPOUT_CHUNK / 4 + 2)];
-    int off = (int)(e0 & 3), nb = (off + n + 3) >> 2, g, t;
+    int off = (int)(e0 & 3), nb = (off + n + 3) >> 2, t;
     philox_fill(raw, (uint32_t)(e0 >> 2), nb, k->layer, k->step_lo, k->step_hi,
-                k->seed_lo, k->seed_hi);
-#if defined(__AVX2__)
-    {
-        /* unsigned u < threshold as a signed compare of both with the sign flipped */
-        const __m256i flip = _mm256_set1_epi32((int)0x80000000u);
-        const __m256i thr = _mm256_set1_epi32((int)(k->threshold ^ 0x80000000u));
-        for (g = 0; g * 16 + 16 <= n; g++) {
-            const uint32_t *u = raw + off + 16 * g;
-            __m256i lo = _mm256_cmpgt_epi32(thr, _mm256_xor_si256(
-                _mm256_loadu_si256((const __m256i *)u), flip));
-            __m256i hi = _mm256_cmpgt_epi32(thr, _mm256_xor_si256(
-                _mm256_loadu_si256((const __m256i *)(u + 8)), flip));
-            bits[g] = (uint16_t)(_mm256_movemask_ps(_mm256_castsi256_ps(lo))
-                                 | (_mm256_movemask_ps(_mm256_castsi256_ps(hi)) << 8));
-        }
-    }
-#else
-    g = 0;
-#endif
-    for (; g * 16 < n; g++) {
-        const uint32_t *u = raw + off + 16 * g;
-        int m = n - 16 * g < 16 ? n - 16 * g : 16;
-        uint32_t w = 0;
-        for (t = 0; t < m; t++)
-            w |= (uint32_t)(u[t] < k->threshold) << t;
-        bits[g] = (uint16_t)w;
-    }
+                k->k0, k->k1);
+    for (t = 0; t < (n + 31) / 32; t++)
+        bits[t] = 0;
+    for (t = 0; t < n; t++)
+        bits[t >> 5] |= (uint32_t)(raw[off + t] < k->threshold) << DROPOUT_BIT(t & 31);
 }
 
-/* m[j] = scale if bit j is set else 0, for j < 16 * ceil(n / 16) (n <= DROPOUT_CHUNK;
- * m has room for that many). */
-static inline void dropout_expand_f(float *restrict m, const uint16_t *bits, int n,
+#if defined(__AVX2__)
+/* The group's bits from the four output registers of 8 blocks (lane k = block k). */
+static inline uint32_t dropout_group_word(__m256i x0, __m256i x1, __m256i x2, __m256i x3,
+                                          __m256i thr)
+{
+    /* unsigned u < threshold as a signed compare of both with the sign flipped */
+    const __m256i flip = _mm256_set1_epi32((int)0x80000000u);
+#define DROPOUT_KEEP8(x) ((uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(      \
+        _mm256_cmpgt_epi32(thr, _mm256_xor_si256((x), flip)))))
+    return DROPOUT_KEEP8(x0) | DROPOUT_KEEP8(x1) << 8 | DROPOUT_KEEP8(x2) << 16
+           | DROPOUT_KEEP8(x3) << 24;
+#undef DROPOUT_KEEP8
+}
+#endif
+
+/* Bits for columns c0 .. c0 + n - 1 of a row (c0 a multiple of 32, n <= DROPOUT_CHUNK),
+ * e0 = the element index of column c0; ceil(n / 32) words. Block indices e / 4 are
+ * taken mod 2^32 (the caller keeps N * d below 2^34). */
+static inline void dropout_chunk_bits(uint32_t *bits, uint64_t e0, int n,
+                                      const dropout_key *k)
+{
+#if defined(__AVX2__)
+    if ((e0 & 3) == 0 && n >= 32) {
+        const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0);
+        const __m256i m1 = _mm256_set1_epi32((int)PHILOX_M1);
+        const __m256i thr = _mm256_set1_epi32((int)(k->threshold ^ 0x80000000u));
+        const __m256i v1 = _mm256_set1_epi32((int)k->layer);
+        const __m256i v2 = _mm256_set1_epi32((int)k->step_lo);
+        const __m256i v3 = _mm256_set1_epi32((int)k->step_hi);
+        __m256i a0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)(e0 >> 2)),
+                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256i a1 = v1, a2 = v2, a3 = v3;
+        int r;
+        if (n == DROPOUT_CHUNK) {
+            /* two groups as independent chains: one alone waits on the round latency */
+            __m256i b0 = _mm256_add_epi32(a0, _mm256_set1_epi32(8));
+            __m256i b1 = v1, b2 = v2, b3 = v3;
+            for (r = 0; r < 10; r++) {
+                const __m256i ka = _mm256_set1_epi32((int)k->round_k0[r]);
+                const __m256i kb = _mm256_set1_epi32((int)k->round_k1[r]);
+                PHILOX_ROUND8(a0, a1, a2, a3, ka, kb);
+                PHILOX_ROUND8(b0, b1, b2, b3, ka, kb);
+            }
+            bits[0] = dropout_group_word(a0, a1, a2, a3, thr);
+            bits[1] = dropout_group_word(b0, b1, b2, b3, thr);
+            return;
+        }
+        for (r = 0; r < 10; r++) {
+            const __m256i ka = _mm256_set1_epi32((int)k->round_k0[r]);
+            const __m256i kb = _mm256_set1_epi32((int)k->round_k1[r]);
+            PHILOX_ROUND8(a0, a1, a2, a3, ka, kb);
+        }
+        bits[0] = dropout_group_word(a0, a1, a2, a3, thr);
+        if (n > 32)
+            dropout_bits_general(bits + 1, e0 + 32, n - 32, k);
+        return;
+    }
+#endif
+    dropout_bits_general(bits, e0, n, k);
+}
+
+/* m[t] = scale where column t's bit is set, else 0, for t < 8 * ceil(n / 8) (float)
+ * or 4 * ceil(n / 4) (double): m has room for that many. */
+static inline void dropout_expand_f(float *restrict m, const uint32_t *bits, int n,
                                     float scale)
 {
-    int g, t;
+    int q;
 #if defined(__AVX2__)
-    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    /* lane t of an 8-column quarter q of a group: bit 8 * (t % 4) + 2q + t / 4 */
+    const __m256i sel = _mm256_setr_epi32(1, 1 << 8, 1 << 16, 1 << 24,
+                                          2, 2 << 8, 2 << 16, 2 << 24);
     const __m256 s = _mm256_set1_ps(scale);
-    for (g = 0; g * 8 < n; g++) {
-        __m256i v = _mm256_set1_epi32((bits[g >> 1] >> (8 * (g & 1))) & 0xFF);
+    for (q = 0; q * 8 < n; q++) {
+        __m256i v = _mm256_set1_epi32((int)(bits[q >> 2] >> (2 * (q & 3))));
         __m256i on = _mm256_cmpeq_epi32(_mm256_and_si256(v, sel), sel);
-        _mm256_storeu_ps(m + 8 * g, _mm256_and_ps(_mm256_castsi256_ps(on), s));
+        _mm256_storeu_ps(m + 8 * q, _mm256_and_ps(_mm256_castsi256_ps(on), s));
     }
-    (void)t;
 #else
-    for (g = 0; g * 16 < n; g++)
-        for (t = 0; t < 16; t++)
-            m[16 * g + t] = ((bits[g] >> t) & 1u) ? scale : 0.0f;
+    for (q = 0; q < n; q++)
+        m[q] = ((bits[q >> 5] >> DROPOUT_BIT(q & 31)) & 1u) ? scale : 0.0f;
 #endif
 }
 
-static inline void dropout_expand_d(double *restrict m, const uint16_t *bits, int n,
+static inline void dropout_expand_d(double *restrict m, const uint32_t *bits, int n,
                                     double scale)
 {
-    int g, t;
+    int p;
 #if defined(__AVX2__)
-    const __m256i sel = _mm256_setr_epi64x(1, 2, 4, 8);
+    /* lane t of a 4-column part p of a group: bit 8t + p */
+    const __m256i sel = _mm256_setr_epi64x(1, 1 << 8, 1 << 16, 1 << 24);
     const __m256d s = _mm256_set1_pd(scale);
-    for (g = 0; g * 4 < n; g++) {
-        __m256i v = _mm256_set1_epi64x((bits[g >> 2] >> (4 * (g & 3))) & 0xF);
+    for (p = 0; p * 4 < n; p++) {
+        __m256i v = _mm256_set1_epi64x((long long)(bits[p >> 3] >> (p & 7)));
         __m256i on = _mm256_cmpeq_epi64(_mm256_and_si256(v, sel), sel);
-        _mm256_storeu_pd(m + 4 * g, _mm256_and_pd(_mm256_castsi256_pd(on), s));
+        _mm256_storeu_pd(m + 4 * p, _mm256_and_pd(_mm256_castsi256_pd(on), s));
     }
-    (void)t;
 #else
-    for (g = 0; g * 16 < n; g++)
-        for (t = 0; t < 16; t++)
-            m[16 * g + t] = ((bits[g] >> t) & 1u) ? scale : 0.0;
+    for (p = 0; p < n; p++)
+        m[p] = ((bits[p >> 5] >> DROPOUT_BIT(p & 31)) & 1u) ? scale : 0.0;
 #endif
 }
 
