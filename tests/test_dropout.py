@@ -52,14 +52,14 @@ def test_philox_fill_simd_and_scalar_paths_agree_with_reference(n_blocks, first)
     np.testing.assert_array_equal(scalar, expected)
 
 
-@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 40, 63, 64])
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 40, 64, 96, 100, 127, 128])
 @pytest.mark.parametrize("e0", [0, 4, 7, 4 * 0xFFFFFFF8, 3 * 2**32 + 13])
 def test_mask_chunk_bits_simd_and_general_paths_agree_with_reference(n, e0):
     # Column t of a 32-column group is bit 8·(t mod 4) + t // 4 of its word.
     seed, step, layer, rate = 0x1234_5678_9ABC, 2**33 + 5, 3, 0.3
     threshold = math.floor((1 - rate) * 2**32)
-    fast = np.full(2, 0xFFFFFFFF, np.uint32)
-    general = np.full(2, 0xFFFFFFFF, np.uint32)
+    fast = np.full(4, 0xFFFFFFFF, np.uint32)
+    general = np.full(4, 0xFFFFFFFF, np.uint32)
     _dropout.chunk_bits(fast, e0, n, seed, step, layer, threshold)
     _dropout.chunk_bits(general, e0, n, seed, step, layer, threshold, general=True)
     words = (n + 31) // 32

@@ -120,11 +120,11 @@ def philox_fill_blocks(uint32_t[::1] out, uint32_t first, uint32_t c1, uint32_t 
 
 def chunk_bits(uint32_t[::1] bits, uint64_t e0, int n, uint64_t seed, uint64_t step,
                uint32_t layer, uint32_t threshold, bint general=False):
-    """Test entry point: the mask bits of n ≤ 64 columns whose first element is e0,
+    """Test entry point: the mask bits of n ≤ 128 columns whose first element is e0,
     through the SIMD path where it applies (or the general one)."""
     cdef dropout_key key = make_key(seed, step, layer, threshold)
     if not 0 < n <= DROPOUT_CHUNK or bits.shape[0] < (n + 31) // 32:
-        raise ValueError("n must be in [1, 64] with room for its bits")
+        raise ValueError(f"n must be in [1, {DROPOUT_CHUNK}] with room for its bits")
     with nogil:
         if general:
             dropout_bits_general(&bits[0], e0, n, &key)
