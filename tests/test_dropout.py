@@ -5,6 +5,7 @@ import pytest
 
 import fastopt as fo
 from fastopt._kernels import dropout as _dropout
+from fastopt.layers import mask_bits_buffer
 
 from _reference import dropout_keep, philox4x32_10
 
@@ -77,6 +78,16 @@ def test_mask_chunk_bits_simd_and_general_paths_agree_with_reference(n, e0):
     for t in np.flatnonzero(~used):
         unused_bits[t // 32] |= np.uint32(1 << (8 * (t % 4) + (t % 32) // 4))
     assert not np.any(fast[:words] & unused_bits), "bits past the chunk must be zero"
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (5, 257), (64, 100), (9, 2048)])
+def test_mask_bits_alone_equal_the_bits_forward_stores(shape):
+    layer_bits = mask_bits_buffer(*shape)
+    alone = np.full_like(layer_bits, 0xFFFFFFFF)
+    x = np.ones(shape, np.float32)
+    _dropout.forward(x, np.empty_like(x), layer_bits, 99, 3, 1, 2**31, 2.0)
+    _dropout.mask_bits(alone, shape[1], 99, 3, 1, 2**31)
+    np.testing.assert_array_equal(alone, layer_bits)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

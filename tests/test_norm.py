@@ -265,6 +265,21 @@ def test_row_block_merge_matches_reference_across_block_boundaries(n):
     np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * var * n / (n - 1), rtol=1e-12)
 
 
+@pytest.mark.parametrize("n", [2, 16, 37, 2000])
+def test_one_pass_shifted_statistics_keep_float64_digits_on_float32_input(n):
+    # Mean 1e4, spread 1e-2: E[x²] − μ² in float64 would keep ~8 digits of the variance,
+    # the block-shifted sums all of what float64 holds. Also the first row an outlier,
+    # the worst shift for its block.
+    rng = np.random.default_rng(n)
+    x = (1e4 + 1e-2 * rng.standard_normal((n, 5))).astype(np.float32)
+    x[0] += np.float32(3.0)
+    model, bn = _bn_model(5, np.float32, momentum=1.0)
+    model.forward(x, training=True)
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(bn._mean, ref.mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(bn._invstd, 1 / np.sqrt(ref.var(axis=0) + 1e-5), rtol=1e-11)
+
+
 def test_whole_network_training_is_bitwise_identical_for_one_and_two_threads():
     rng = np.random.default_rng(8)
     X = rng.standard_normal((600, 64)).astype(np.float32)
