@@ -1,5 +1,6 @@
 """asv benchmarks: Dropout forward (Philox mask generation) and backward (stored bits),
-and backward by regenerating the mask instead: the measurement behind storing bits."""
+backward by regenerating the mask instead (the measurement behind storing bits), and
+the mask alone (the floor under any exact dropout)."""
 
 import numpy as np
 
@@ -31,6 +32,10 @@ class Dropout:
 
     def time_backward_stored_bits(self, shape):
         self.model._backward(self.dy, True)
+
+    def time_mask_bits_alone(self, shape):
+        seed, step, layer = self.layer.key()
+        _dropout.mask_bits(self.bits, shape[1], seed, step, layer, self.layer.threshold)
 
     def time_backward_regenerated(self, shape):
         seed, step, layer = self.layer.key()

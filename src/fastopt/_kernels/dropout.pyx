@@ -11,10 +11,14 @@ is a pure function of (seed, step, layer, e), so it is identical for any thread 
 row split or SIMD width. Forward also stores it as bits (row i, columns 32g … 32g+31
 in ``bits[i, g]``, in philox.h's order); backward reads them: ``dx = dy · m``.
 
-Why stored bits and not regenerating in backward: Philox costs ~0.8 ms per 10^6
-32-bit words on one core of this machine (AVX2), while the bits are 1/32 of a float32
-tensor's bytes. Measured on (512, 2048) float32, 1 thread: backward from bits 0.26 ms,
-backward regenerating the mask 1.49 ms (benchmarks/bench_dropout.py).
+Why stored bits and not regenerating in backward: the mask costs 0.56 ms per 2^20
+elements on one core of this machine (``mask_bits``; four 32-column groups of Philox
+blocks per step, 0.46-0.55 ns per word), while the bits are 1/32 of a float32 tensor's
+bytes; backward from bits is a streaming pass (benchmarks/bench_dropout.py compares the
+two). The generator is ALU-bound: 5 vector operations per 32-bit word (10 rounds of two
+32x32->64 multiplies, shifts, blends and xors per 8 blocks), about what a streaming
+pass over a float32 tensor costs at this machine's L3 bandwidth, so exact per-element
+masks cannot be free next to the data they multiply.
 """
 
 from cython cimport floating

@@ -10,12 +10,19 @@
  *     key     = (seed mod 2^32, (seed / 2^32) mod 2^32)
  * and element e takes output word e mod 4 of its block.
  *
- * philox_fill: out[4k + w] = word w of block (first + k). With AVX2 it runs 2 x 8
- * blocks per step in registers. Hard-won: gcc does vectorize the plain loop over
- * blocks, but as 4 x 64-bit lanes with interleaved stores: 9.6 ns per block on this
- * AMD EPYC (Zen 3, AVX2), no better than scalar. The AVX2 path does the 32x32->64
- * products with vpmuludq on even/odd lanes: 3.9 ns per block in C, 0.77 ms per 2^18
- * blocks through the test entry point vs 2.49 ms scalar (benchmarks/bench_dropout.py).
+ * philox_fill: out[4k + w] = word w of block (first + k) (the raw words; the KAT tests
+ * and the mask's unaligned path use it). With AVX2 it runs 2 x 8 blocks per step in
+ * registers. Hard-won: gcc does vectorize the plain loop over blocks, but as 4 x 64-bit
+ * lanes with interleaved stores: 9.6 ns per block on this AMD EPYC (Zen 3, AVX2), no
+ * better than scalar. The AVX2 path does the 32x32->64 products with vpmuludq on
+ * even/odd lanes: 2.7 ns per block vs 9.6 scalar.
+ *
+ * The dropout mask (below) skips the raw words: four groups of 8 blocks run as
+ * independent chains (fully unrolled), and each output register is compared with the
+ * threshold and packed by movemask straight into the mask's bit layout: 0.46 ns per
+ * word on one core (2 groups: 0.55; 1 group: 0.81, bound by the round latency).
+ * Tried and slower: blocks in 64-bit lanes (fewer blends, 0.74 ns: more shifts on the
+ * two shift pipes), and interleaving scalar blocks on the integer pipes.
  * Every path computes the same function, so masks do not depend on the SIMD width.
  */
 #ifndef FASTOPT_PHILOX_H
