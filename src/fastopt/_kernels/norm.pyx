@@ -23,8 +23,9 @@ Statistics: each block is summed in ONE pass, shifted by its own first row K:
 s = Σ(x − K), q = Σ(x − K)² in float64 (x − K is exact in float64 for float32 x). The
 block's mean is K + s/n and its M2 = Σ(x − mean)² = q − s²/n. Because K is one of the
 block's values, n(mean − K)² ≤ n·M2, so the subtraction loses at most log2(n + 1) of
-float64's 53 bits (Chan, Golub, LeVeque 1983, "shifted data"); two passes cost a second
-read of every block for nothing a float32 result can see. Blocks are then merged by
+float64's 53 bits (Chan, Golub, LeVeque 1983, "shifted data"): blocks have 16 rows up
+to N = 1024 and about N/32 beyond, so even a 10^6-row batch keeps 39 bits, more than a
+float32 result can show. Two passes would read every block a second time for nothing. Blocks are then merged by
 Chan et al.'s pairwise update, in block order.
 The backward sums Σg and Σg·x̂ are accumulated in the input's precision over at most
 16 rows, then added into float64 block partials.
