@@ -69,6 +69,8 @@ cdef enum:
     MAX_BLOCKS = 64
     # Rows summed in the input's precision before going into the float64 partials.
     FLUSH_ROWS = 16
+    # Features per thread's share when the block partials are merged.
+    MERGE_COLUMNS = 256
 
 
 cdef inline Py_ssize_t _block_rows(Py_ssize_t N) noexcept nogil:
@@ -252,6 +254,39 @@ cdef void _output_row(const floating* x, floating* y, const floating* a,
         c0 += n
 
 
+cdef void _finish_stats(double[:, :, ::1] partial, const floating[::1] gamma,
+                        const floating[::1] beta, double[::1] mean, double[::1] invstd,
+                        floating[::1] running_mean, floating[::1] running_var,
+                        floating* a, floating* c, double momentum, double eps,
+                        Py_ssize_t N, Py_ssize_t R, Py_ssize_t n_blocks, Py_ssize_t j0,
+                        Py_ssize_t j1) noexcept nogil:
+    """Features j0..j1−1: Chan's merge of the blocks' (mean, M2) in block order, then
+    σ⁻¹, the output coefficients a and c, and the running statistics. M2 is held in
+    invstd meanwhile."""
+    cdef Py_ssize_t b, j
+    cdef double n_a = min(R, N), n_b, n_ab, delta, var, inv
+    for j in range(j0, j1):
+        mean[j] = partial[0, 0, j]
+        invstd[j] = partial[0, 1, j]
+    for b in range(1, n_blocks):
+        n_b = min(b * R + R, N) - b * R
+        n_ab = n_a + n_b
+        for j in range(j0, j1):
+            delta = partial[b, 0, j] - mean[j]
+            mean[j] = mean[j] + delta * (n_b / n_ab)
+            invstd[j] = invstd[j] + partial[b, 1, j] + delta * delta * (n_a * n_b / n_ab)
+        n_a = n_ab
+    for j in range(j0, j1):
+        var = invstd[j] / N
+        inv = 1.0 / sqrt(var + eps)
+        invstd[j] = inv
+        a[j] = <floating>(gamma[j] * inv)
+        c[j] = <floating>(beta[j] - mean[j] * (gamma[j] * inv))
+        running_mean[j] = <floating>((1 - momentum) * running_mean[j] + momentum * mean[j])
+        running_var[j] = <floating>((1 - momentum) * running_var[j]
+                                    + momentum * var * N / (N - 1))
+
+
 def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
                   const floating[::1] beta, floating[:, ::1] Y,
                   double[::1] mean, double[::1] invstd,
@@ -262,7 +297,7 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
                   uint32_t threshold, double scale, bint dropout):
     """Training forward (module docstring): Y, the batch ``mean`` and ``invstd``
     (float64, kept for backward), the running statistics updated in place, and with
-    ``dropout`` the mask bits (N, ⌈d/16⌉) exactly as dropout.forward stores them.
+    ``dropout`` the mask bits (N, ⌈d/32⌉) exactly as dropout.forward stores them.
 
     Workspace: ``partial`` (n_row_blocks(N), 4, d) float64, ``coef`` (≥ 2, d): rows 0
     and 1 receive a and c. N ≥ 2 (the caller checks).
@@ -275,9 +310,6 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
     cdef Py_ssize_t wpr = bits.shape[1]
     cdef uint32_t* bits_ptr = &bits[0, 0]
     cdef floating alpha_f = <floating>alpha, scale_f = <floating>scale
-    cdef double n_a, n_b, n_ab, delta, var, inv
-    cdef double* mu = &mean[0]
-    cdef double* m2 = &invstd[0]
     cdef const floating* x_ptr = &X[0, 0]
     cdef floating* y_ptr = &Y[0, 0]
     cdef floating* a_ptr = &coef[0, 0]
@@ -296,28 +328,17 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
             for b in prange(n_blocks, num_threads=nt, schedule='static'):
                 _block_stats(x_ptr, &partial[b, 0, 0], &partial[b, 1, 0],
                              &partial[b, 2, 0], b * R, min(b * R + R, N), d)
-        # Chan's merge of (mean, M2) in block order; m2 is held in invstd meanwhile.
-        for j in range(d):
-            mu[j] = partial[0, 0, j]
-            m2[j] = partial[0, 1, j]
-        n_a = min(R, N)
-        for b in range(1, n_blocks):
-            n_b = min(b * R + R, N) - b * R
-            n_ab = n_a + n_b
-            for j in range(d):
-                delta = partial[b, 0, j] - mu[j]
-                mu[j] = mu[j] + delta * (n_b / n_ab)
-                m2[j] = m2[j] + partial[b, 1, j] + delta * delta * (n_a * n_b / n_ab)
-            n_a = n_ab
-        for j in range(d):
-            var = m2[j] / N
-            inv = 1.0 / sqrt(var + eps)
-            invstd[j] = inv
-            a_ptr[j] = <floating>(gamma[j] * inv)
-            c_ptr[j] = <floating>(beta[j] - mu[j] * (gamma[j] * inv))
-            running_mean[j] = <floating>((1 - momentum) * running_mean[j] + momentum * mu[j])
-            running_var[j] = <floating>((1 - momentum) * running_var[j]
-                                        + momentum * var * N / (N - 1))
+        # Per feature, so feature ranges can go to different threads: each feature's
+        # blocks are still merged in block order.
+        if nt <= 1:
+            _finish_stats(partial, gamma, beta, mean, invstd, running_mean, running_var,
+                          a_ptr, c_ptr, momentum, eps, N, R, n_blocks, 0, d)
+        else:
+            for b in prange((d + MERGE_COLUMNS - 1) // MERGE_COLUMNS, num_threads=nt,
+                            schedule='static'):
+                _finish_stats(partial, gamma, beta, mean, invstd, running_mean,
+                              running_var, a_ptr, c_ptr, momentum, eps, N, R, n_blocks,
+                              b * MERGE_COLUMNS, min(b * MERGE_COLUMNS + MERGE_COLUMNS, d))
         for i in prange(N, num_threads=nt, schedule='static'):
             _output_row(x_ptr + i * d, y_ptr + i * d, a_ptr, c_ptr, d, act, alpha_f,
                         bits_ptr + i * wpr, <uint64_t>(i * d), &key, scale_f, dropout)
@@ -401,6 +422,16 @@ cdef void _dx_row(const floating* x, floating* g, const floating* a, const float
         g[j] = a[j] * g[j] + (p[j] * x[j] + r[j])
 
 
+cdef void _sum_blocks(double[:, :, ::1] partial, Py_ssize_t n_blocks, Py_ssize_t j0,
+                      Py_ssize_t j1) noexcept nogil:
+    """partial[0, k, j] += partial[b, k, j] for b = 1, 2, … in order (k = 0, 1)."""
+    cdef Py_ssize_t b, j
+    for b in range(1, n_blocks):
+        for j in range(j0, j1):
+            partial[0, 0, j] = partial[0, 0, j] + partial[b, 0, j]
+            partial[0, 1, j] = partial[0, 1, j] + partial[b, 1, j]
+
+
 def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
              const floating[::1] gamma, const double[::1] mean,
              const double[::1] invstd, double[:, :, ::1] partial,
@@ -451,12 +482,15 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
                                  &partial[b, 0, 0], &partial[b, 1, 0],
                                  <floating*>&partial[b, 2, 0], b * R, min(b * R + R, N),
                                  d, act, alpha_f, bits_ptr, wpr, scale_f, dropout)
-        # Block order, into block 0's row (contiguous rows; a loop over blocks per
-        # feature strides by 4·d doubles and measured ~10% of the whole backward).
-        for b in range(1, n_blocks):
-            for j in range(d):
-                partial[0, 0, j] = partial[0, 0, j] + partial[b, 0, j]
-                partial[0, 1, j] = partial[0, 1, j] + partial[b, 1, j]
+        # Block order, into block 0's row, feature ranges on different threads (a loop
+        # over blocks per feature strides by 4·d doubles: ~10% of the whole backward).
+        if nt <= 1:
+            _sum_blocks(partial, n_blocks, 0, d)
+        else:
+            for b in prange((d + MERGE_COLUMNS - 1) // MERGE_COLUMNS, num_threads=nt,
+                            schedule='static'):
+                _sum_blocks(partial, n_blocks, b * MERGE_COLUMNS,
+                            min(b * MERGE_COLUMNS + MERGE_COLUMNS, d))
         for j in range(d):
             sg = partial[0, 0, j]
             sgx = partial[0, 1, j]
