@@ -411,15 +411,15 @@ cdef void _block_grad_sums(const floating* X, const floating* dY, floating* G,
             _add_into(sgx, agx, d)
 
 
-cdef void _dx_row(const floating* x, floating* g, const floating* a, const floating* p,
-                  const floating* r, Py_ssize_t d) noexcept nogil:
-    """g ← a·g + (p·x + r) = γσ⁻¹/N·(N·g − Σg − x̂·Σg·x̂), in place, with x̂ = (x − μ)·σ⁻¹
-    folded into p = −γσ⁻²/N·Σg·x̂ and r = γσ⁻¹/N·(μσ⁻¹·Σg·x̂ − Σg) (float64, then
-    rounded): three per-feature arrays instead of five. p·x and r cancel by |μ|/σ, the
-    same digits (x − μ)·σ⁻¹ loses to μ's rounding to the input precision."""
+cdef void _dx_row(const floating* x, floating* g, const floating* a, const floating* mu,
+                  const floating* q, const floating* r, Py_ssize_t d) noexcept nogil:
+    """g ← a·g + (q·(x − μ) + r) = γσ⁻¹/N·(N·g − Σg − x̂·Σg·x̂), in place, with
+    q = −γσ⁻²/N·Σg·x̂ and r = −γσ⁻¹/N·Σg (float64, then rounded): four per-feature
+    arrays instead of five. x − μ is taken first: folding μ into r as well (p·x + r)
+    cancels by |μ|/σ and failed the N = 2 reference test without FMA hardware."""
     cdef Py_ssize_t j
     for j in range(d):
-        g[j] = a[j] * g[j] + (p[j] * x[j] + r[j])
+        g[j] = a[j] * g[j] + (q[j] * (x[j] - mu[j]) + r[j])
 
 
 cdef void _sum_blocks(double[:, :, ::1] partial, Py_ssize_t n_blocks, Py_ssize_t j0,
@@ -456,7 +456,7 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
     cdef floating* c_ptr = &coef[1, 0]
     cdef floating* mu_ptr = &coef[2, 0]
     cdef floating* inv_ptr = &coef[3, 0]
-    cdef floating* p_ptr = &coef[4, 0]
+    cdef floating* q_ptr = &coef[4, 0]
     cdef floating* r_ptr = &coef[5, 0]
     cdef floating* dx_ptr = &dX[0, 0]
     cdef double sg, sgx, k
@@ -497,8 +497,8 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
             dbeta[j] = <floating>sg
             dgamma[j] = <floating>sgx
             k = gamma[j] * invstd[j] / N
-            p_ptr[j] = <floating>(-k * sgx * invstd[j])
-            r_ptr[j] = <floating>(k * (sgx * invstd[j] * mean[j] - sg))
+            q_ptr[j] = <floating>(-k * sgx * invstd[j])
+            r_ptr[j] = <floating>(-k * sg)
         if need_dx:
             for i in prange(N, num_threads=nt, schedule='static'):
-                _dx_row(x_ptr + i * d, dx_ptr + i * d, a_ptr, p_ptr, r_ptr, d)
+                _dx_row(x_ptr + i * d, dx_ptr + i * d, a_ptr, mu_ptr, q_ptr, r_ptr, d)
