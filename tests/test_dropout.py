@@ -81,12 +81,15 @@ def test_mask_chunk_bits_simd_and_general_paths_agree_with_reference(n, e0):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 17), (5, 257), (64, 100), (9, 2048)])
-def test_mask_bits_alone_equal_the_bits_forward_stores(shape):
+def test_mask_bits_alone_decode_to_the_reference_mask_and_match_forward(shape):
     layer_bits = mask_bits_buffer(*shape)
     alone = np.full_like(layer_bits, 0xFFFFFFFF)
     x = np.ones(shape, np.float32)
     _dropout.forward(x, np.empty_like(x), layer_bits, 99, 3, 1, 2**31, 2.0)
     _dropout.mask_bits(alone, shape[1], 99, 3, 1, 2**31)
+    t = np.arange(shape[1])
+    decoded = (alone[:, t // 32] >> (8 * (t % 4) + (t % 32) // 4)) & 1
+    np.testing.assert_array_equal(decoded.astype(bool), dropout_keep(99, 3, 1, shape, 0.5))
     np.testing.assert_array_equal(alone, layer_bits)
 
 

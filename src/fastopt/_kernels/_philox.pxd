@@ -36,3 +36,14 @@ cdef inline void expand_mask(floating* m, const uint32_t* bits, int n,
         dropout_expand_f(m, bits, n, scale)
     else:
         dropout_expand_d(m, bits, n, scale)
+
+
+cdef inline void span_bits(uint32_t* bits, uint64_t e0, Py_ssize_t n,
+                           const dropout_key* key) noexcept nogil:
+    """The mask bits of n columns of a row whose first element is e0 (32 per word),
+    DROPOUT_CHUNK columns per generator call."""
+    cdef Py_ssize_t c0 = 0
+    while c0 < n:
+        dropout_chunk_bits(bits + c0 // 32, e0 + <uint64_t>c0,
+                           <int>min(<Py_ssize_t>DROPOUT_CHUNK, n - c0), key)
+        c0 += DROPOUT_CHUNK

@@ -28,7 +28,7 @@ from libc.stdint cimport uint32_t, uint64_t
 from ._parallel cimport threads_for
 from ._philox cimport (dropout_key, make_key, expand_mask, dropout_chunk_bits,
                        dropout_bits_general, philox4x32_10, philox_fill,
-                       philox_fill_scalar, DROPOUT_CHUNK)
+                       philox_fill_scalar, span_bits, DROPOUT_CHUNK)
 
 cdef enum:
     # Elements under which dropout stays on one thread: generating the mask costs
@@ -97,18 +97,14 @@ def mask_bits(uint32_t[:, ::1] bits, Py_ssize_t d, uint64_t seed, uint64_t step,
               uint32_t layer, uint32_t threshold):
     """The mask bits of an (N, d) activation and nothing else: what generating the
     mask costs on its own, the floor under any fused dropout (benchmarks/bar_norm.py)."""
-    cdef Py_ssize_t N = bits.shape[0], wpr = bits.shape[1], i, c0
+    cdef Py_ssize_t N = bits.shape[0], wpr = bits.shape[1], i
     cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD)
     cdef dropout_key key = make_key(seed, step, layer, threshold)
     if wpr < (d + 31) // 32:
         raise ValueError("bits has too few words per row")
     with nogil:
         for i in prange(N, num_threads=nt, schedule='static'):
-            c0 = 0
-            while c0 < d:
-                dropout_chunk_bits(&bits[i, 0] + c0 // 32, <uint64_t>(i * d + c0),
-                                   <int>min(<Py_ssize_t>DROPOUT_CHUNK, d - c0), &key)
-                c0 = c0 + DROPOUT_CHUNK
+            span_bits(&bits[i, 0], <uint64_t>(i * d), d, &key)
 
 
 def regenerate_backward(const floating[:, ::1] dY, floating[:, ::1] dX,

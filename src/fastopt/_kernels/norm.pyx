@@ -25,8 +25,8 @@ block's mean is K + s/n and its M2 = Σ(x − mean)² = q − s²/n. Because K i
 block's values, n(mean − K)² ≤ n·M2, so the subtraction loses at most log2(n + 1) of
 float64's 53 bits (Chan, Golub, LeVeque 1983, "shifted data"): blocks have 16 rows up
 to N = 1024 and about N/32 beyond, so even a 10^6-row batch keeps 39 bits, more than a
-float32 result can show. Two passes would read every block a second time for nothing. Blocks are then merged by
-Chan et al.'s pairwise update, in block order.
+float32 result can show. Two passes would read every block a second time for nothing.
+Blocks are then merged by Chan et al.'s pairwise update, in block order.
 The backward sums Σg and Σg·x̂ are accumulated in the input's precision over at most
 16 rows, then added into float64 block partials.
 
@@ -48,8 +48,7 @@ from libc.stdint cimport uint32_t, uint64_t
 
 from ._math cimport _expm1
 from ._parallel cimport threads_for
-from ._philox cimport (dropout_key, make_key, expand_mask, dropout_chunk_bits,
-                       DROPOUT_CHUNK)
+from ._philox cimport dropout_key, make_key, expand_mask, span_bits
 
 # Activation codes (the same numbers as dense.ACTIVATIONS); the ones the fused
 # kernels apply. Others run as a separate Activation layer.
@@ -61,8 +60,8 @@ FUSED_ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_REL
 cdef enum:
     # Elements under which the kernels stay on one thread.
     NORM_PER_THREAD = 32768
-    # Columns per chunk of a row: the stack buffers for the mask and g. Large enough
-    # that the per-chunk set-up is paid rarely; a multiple of DROPOUT_CHUNK.
+    # Columns per chunk of a row: the stack buffer for the expanded mask. Large enough
+    # that the per-chunk set-up is paid rarely.
     CHUNK = 256
     # Rows per reduction block at least, and blocks at most.
     MIN_BLOCK_ROWS = 16
@@ -227,16 +226,6 @@ cdef inline void _affine_act_mask(const floating* x, const floating* a,
             y[j] = (x[j] * a[j] + c[j]) * m[j]
 
 
-cdef inline void _generate_bits(uint32_t* bits, uint64_t e0, Py_ssize_t n,
-                                const dropout_key* key) noexcept nogil:
-    """The mask bits of n ≤ CHUNK columns (32 per word) starting at element e0."""
-    cdef Py_ssize_t c0 = 0
-    while c0 < n:
-        dropout_chunk_bits(bits + c0 // 32, e0 + <uint64_t>c0,
-                           <int>min(<Py_ssize_t>DROPOUT_CHUNK, n - c0), key)
-        c0 += DROPOUT_CHUNK
-
-
 cdef void _output_row(const floating* x, floating* y, const floating* a,
                       const floating* c, Py_ssize_t d, int act, floating alpha,
                       uint32_t* bits, uint64_t e0, const dropout_key* key,
@@ -248,7 +237,7 @@ cdef void _output_row(const floating* x, floating* y, const floating* a,
         return
     while c0 < d:
         n = min(<Py_ssize_t>CHUNK, d - c0)
-        _generate_bits(bits + c0 // 32, e0 + <uint64_t>c0, n, key)
+        span_bits(bits + c0 // 32, e0 + <uint64_t>c0, n, key)
         expand_mask(m, bits + c0 // 32, <int>n, scale)
         _affine_act_mask(x + c0, a + c0, c + c0, m, y + c0, n, act, alpha)
         c0 += n

@@ -20,7 +20,9 @@
  * The dropout mask (below) skips the raw words: four groups of 8 blocks run as
  * independent chains (fully unrolled), and each output register is compared with the
  * threshold and packed by movemask straight into the mask's bit layout: 0.46 ns per
- * word on one core (2 groups: 0.55; 1 group: 0.81, bound by the round latency).
+ * word on one core (2 groups: 0.55; 1 group: 0.81, bound by the round latency;
+ * measured with a standalone C loop over 3 * 2^19 words while choosing the design;
+ * benchmarks/bench_dropout.py times the kept version through dropout.mask_bits).
  * Tried and slower: blocks in 64-bit lanes (fewer blends, 0.74 ns: more shifts on the
  * two shift pipes), and interleaving scalar blocks on the integer pipes.
  * Every path computes the same function, so masks do not depend on the SIMD width.
