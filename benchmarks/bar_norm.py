@@ -45,10 +45,24 @@ def _interleaved_best(fns, number, repeat):
     return best
 
 
-def _block(layers, d, rows):
+def _block(layers, d, rows, planned=True):
+    """Forward + backward (input gradient included) of ``layers``: through the compiled
+    step plan (the training path, which fuses BatchNorm with what follows it), or layer
+    by layer."""
     model = fo.Sequential(layers, input_dim=d, dtype="float32", seed=0)
     x = np.random.default_rng(0).standard_normal((rows, d)).astype(np.float32)
     dy = np.random.default_rng(1).standard_normal((rows, d)).astype(np.float32)
+    if planned:
+        from fastopt.plan import StepPlan
+        plan = StepPlan(model, rows, True, input_grad=True)
+        plan.bind(x)
+        np.copyto(plan.dout, dy)
+
+        def step():
+            model.train_step += 1
+            plan.forward(model.train_step)
+            plan.backward()
+        return step
 
     def step():
         model._forward(x, True)
@@ -57,14 +71,10 @@ def _block(layers, d, rows):
 
 
 def _unfused_block(d, rows):
-    """BatchNorm, Activation and Dropout as three layers (BatchNorm.absorb disabled
-    while the model is built)."""
-    absorb = fo.BatchNorm.absorb
-    fo.BatchNorm.absorb = lambda self, following: 0
-    try:
-        return _block([fo.BatchNorm(), fo.Activation("relu"), fo.Dropout(0.2)], d, rows)
-    finally:
-        fo.BatchNorm.absorb = absorb
+    """BatchNorm, Activation and Dropout as three layers run one by one (the per-layer
+    path: ``Sequential.forward``/``backward`` never fuse)."""
+    return _block([fo.BatchNorm(), fo.Activation("relu"), fo.Dropout(0.2)], d, rows,
+                  planned=False)
 
 
 def bar_a(repeat):

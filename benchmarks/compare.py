@@ -478,44 +478,50 @@ def steady_state_allocations(w, steps):
 
 # ---------------------------------------------------------------- breakdown
 
-def _kernel_cost(layer, rows, phase, need_dx):
-    """(FLOPs, bytes moved at least once, GEMM FLOPs) of one layer's forward or backward."""
-    if isinstance(layer, fo.Dense):
-        i, o = layer.input_dim, layer.units
+def _kernel_cost(stage, rows, phase):
+    """(FLOPs, bytes moved at least once, GEMM FLOPs) of one plan stage's forward or
+    backward."""
+    need_dx = stage["need_dx"]
+    if stage["kind"] == "dense":
+        i, o = stage["d_in"], stage["d_out"]
         gemm = 2 * rows * i * o
         if phase == "fwd":
             return gemm + 2 * rows * o, 4 * (rows * i + i * o + o + rows * o), gemm
         gemm *= 2 if need_dx else 1
         nbytes = 4 * (2 * rows * o + rows * i + 2 * i * o + o + (rows * i if need_dx else 0))
         return gemm + 2 * rows * o, nbytes, gemm
-    d = layer.output_dim
-    mask = rows * d / 8
-    if phase == "fwd":   # BatchNorm(+act+dropout): x read, y written
+    d = stage["d_out"]
+    mask = rows * d / 8 if stage.get("dropout") else 0
+    if phase == "fwd":   # BatchNorm(+act+dropout), activation, dropout: x read, y written
         return 10 * rows * d, 4 * 2 * rows * d + mask, 0
     return 12 * rows * d, 4 * 3 * rows * d + mask, 0
 
 
-def _layer_name(layer):
-    if isinstance(layer, fo.Dense):
-        act = "" if layer.activation == "identity" else f"+{layer.activation}"
-        return f"Dense {layer.input_dim}→{layer.units}{act}"
-    extra = ""
-    if isinstance(layer, fo.BatchNorm):
-        extra = ("+" + layer._act_name if layer._act_name != "identity" else "") + \
-                ("+Dropout" if layer._dropout_layer is not None else "")
-    return f"{type(layer).__name__}({layer.output_dim}){extra}"
+_ACT_NAMES = {0: "", 1: "+relu", 2: "+leaky_relu", 3: "+elu", 4: "+gelu_tanh", 5: "+gelu",
+              6: "+sigmoid", 7: "+tanh", 8: "+softplus"}
+
+
+def _stage_name(stage):
+    act = _ACT_NAMES.get(stage.get("act", 0), "")
+    if stage["kind"] == "dense":
+        return f"Dense {stage['d_in']}→{stage['d_out']}{act}"
+    if stage["kind"] == "batchnorm":
+        return f"BatchNorm({stage['d_out']}){act}" + ("+Dropout" if stage.get("dropout") else "")
+    return f"{stage['kind']}({stage['d_out']}){act}"
 
 
 def breakdown(w, threads, settings, peak, bandwidth):
-    """Each kernel of fastopt's step timed on its own (the sequence mirrors
-    Trainer._train_step), with its FLOPs, bytes and roofline time
-    max(FLOPs / sgemm peak, bytes / copy bandwidth)."""
+    """Each stage of fastopt's compiled step plan timed on its own (forward stages, the
+    fused loss, backward stages in reverse, the gradient norm, the optimizer), with its
+    FLOPs, bytes and roofline time max(FLOPs / sgemm peak, bytes / copy bandwidth)."""
     trainer = fastopt_trainer(w)
     model, opt = trainer.model, trainer.optimizer
     X, y = data(w)
     T = fastopt_targets(trainer, y)
-    plan = model._plan
     rows = w.batch
+    plan = model.step_plan(rows, True, trainer.loss, T)
+    plan.bind(X, T)
+    stages, kernel = plan.stages, plan._plan
     n_params = model.n_params
     rec = {}
     order = []
@@ -534,15 +540,14 @@ def breakdown(w, threads, settings, peak, bandwidth):
     with fastopt_context(threads)():
         for s in range(settings.breakdown_steps + 3):
             model.train_step += 1
-            for layer in model._stochastic:
-                layer.rng_step = model.train_step
-            x = X
-            for i, layer in enumerate(plan):
-                x = timed(("fwd", i), layer.forward, x, True)
-            value, dy = timed(("loss",), trainer.loss, x, T)
-            for i in range(len(plan) - 1, -1, -1):
-                dy = timed(("bwd", i), plan[i].backward, dy, i > 0)
-            timed(("norm",), global_norm, model.arena.grad)
+            plan.forward(model.train_step)     # places the batch
+            for i in range(len(stages)):
+                timed(("fwd", i), kernel.forward_stage, i, model.train_step)
+            timed(("loss",), kernel.loss_only)
+            for i in range(len(stages) - 1, -1, -1):
+                if stages[i]["backprop"]:
+                    timed(("bwd", i), kernel.backward_stage, i)
+            timed(("norm",), kernel.norm_only)
             timed(("optim",), opt._apply, model.arena.data, model.arena.grad,
                   trainer._segments, 1.0)
             t0 = time.perf_counter()
@@ -566,14 +571,14 @@ def breakdown(w, threads, settings, peak, bandwidth):
     lines = []
     for key in order:
         if key[0] in ("fwd", "bwd"):
-            layer = plan[key[1]]
-            need_dx = key[1] > 0
-            flops, nbytes, gemm = _kernel_cost(layer, rows, key[0], need_dx)
-            name = f"{_layer_name(layer)} {'forward' if key[0] == 'fwd' else 'backward'}"
+            stage = stages[key[1]]
+            flops, nbytes, gemm = _kernel_cost(stage, rows, key[0])
+            name = f"{_stage_name(stage)} {'forward' if key[0] == 'fwd' else 'backward'}"
             alone = None
-            if isinstance(layer, fo.Dense):
-                tag = f"{layer.input_dim}→{layer.units}"
-                kinds = ("fwd",) if key[0] == "fwd" else ("dW", "dX") if need_dx else ("dW",)
+            if stage["kind"] == "dense":
+                tag = f"{stage['d_in']}→{stage['d_out']}"
+                kinds = (("fwd",) if key[0] == "fwd" else ("dW", "dX") if stage["need_dx"]
+                         else ("dW",))
                 alone = sum(floor_times[f"{k} {tag}"] for k in kinds)
         elif key[0] == "loss":
             name, flops, nbytes, alone = f"loss {w.loss}", 6 * rows * out_dim, 8 * rows * out_dim, None

@@ -81,10 +81,13 @@ class Distiller(Trainer):
         self.precompute_teacher = precompute_teacher
         self._hard_loss = SoftmaxCrossEntropy()
         self._metric_labels = {}
+        self._targets = {}
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
         X, T = super()._prepare(X, y, name_x, name_y)
         if self.precompute_teacher:
+            if np.may_share_memory(T, np.asarray(y)):
+                T = T.copy()   # the caller's array is never written
             T[:, :-1] = self.teacher.predict(X)
         return X, T
 
@@ -95,11 +98,18 @@ class Distiller(Trainer):
         np.copyto(labels, tb[:, -1], casting="unsafe")
         return labels
 
-    def _train_step(self, xb, tb, wb=None, fused=True):
-        if not self.precompute_teacher:
-            # tb is the trainer's own batch buffer (or a view of its converted copy).
-            np.copyto(tb[:, :-1], self.teacher._forward(xb, False), casting="same_kind")
-        return super()._train_step(xb, tb, wb, fused)
+    def _loss_targets(self, xb, tb):
+        if self.precompute_teacher:
+            return tb
+        # The batch's own (teacher logits, label) rows: tb may be a view of the caller's y.
+        full = self._targets.get(tb.shape[0])
+        if full is None:
+            full = self._targets[tb.shape[0]] = np.empty(tb.shape, tb.dtype)
+        full[:, -1] = tb[:, -1]
+        plan = self.teacher.step_plan(xb.shape[0], training=False)
+        plan.bind(xb)
+        np.copyto(full[:, :-1], plan.forward(), casting="same_kind")
+        return full
 
     def evaluate(self, X, y, batch_size=1024, sample_weight=None):
         """The student's hard-label cross-entropy and accuracy on (X, y)."""

@@ -112,10 +112,11 @@ class Layer:
     def initialize(self, rng):
         pass
 
-    def absorb(self, following):
-        """How many of the ``following`` layers this one fuses into its own kernels
-        (they are then skipped by the model). Default: none."""
-        return 0
+    def stage(self, training):
+        """This layer's stage in the compiled step (fastopt.plan): a dict with its "kind",
+        "d_in", "d_out", whether it has trainable "params", its hyperparameters and its
+        parameters' views; None when the layer is the identity in this mode."""
+        return None
 
     def forward(self, x, training=False):
         return x
@@ -217,6 +218,12 @@ class Dense(Layer):
             "dX": np.empty((rows, self.input_dim), self.dtype),
         }
 
+    def stage(self, training):
+        return {"kind": "dense", "d_in": self.input_dim, "d_out": self.units, "params": True,
+                "act": self._act, "alpha": self.alpha, "has_bias": self.use_bias,
+                "keep_z": self._keep_z, "w": self.params["W"], "b": self.params.get("b"),
+                "dw": self.grads["W"], "db": self.grads.get("b")}
+
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
         _dense.forward(x, self.params["W"], self._b, ws["Z"], ws["A"], self._act,
@@ -250,6 +257,10 @@ class Activation(Layer):
         self._ws = _Workspace(lambda rows: {"A": np.empty((rows, out), self.dtype),
                                             "dZ": np.empty((rows, out), self.dtype)})
         return out
+
+    def stage(self, training):
+        return {"kind": "activation", "d_in": self.input_dim, "d_out": self.output_dim,
+                "params": False, "act": self._act, "alpha": self.alpha}
 
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
@@ -319,6 +330,12 @@ class Dropout(Layer):
         """(seed, step, layer) as the kernels take them."""
         return int(self.seed) & _U64, int(self.rng_step) & _U64, int(self.index)
 
+    def stage(self, training):
+        if not (training and self.active):
+            return None
+        return {"kind": "dropout", "d_in": self.input_dim, "d_out": self.output_dim,
+                "params": False, "threshold": self.threshold, "scale": self.scale}
+
     def forward(self, x, training=False):
         self._identity = not (training and self.active)
         if self._identity:
@@ -358,10 +375,10 @@ class BatchNorm(Layer):
     and the UNBIASED batch variance. Evaluation normalizes with the running statistics.
     A batch of one row cannot be normalized in training (its variance is undefined).
 
-    In a model, BatchNorm fuses the layers right after it when it can: an
-    ``Activation`` (identity, relu, leaky_relu, elu) and/or a ``Dropout``, so the
-    block Dense → BatchNorm → Activation → Dropout costs one pass over the activations
-    forward and one backward.
+    In a model's compiled training step (fastopt.plan), BatchNorm runs fused with an
+    ``Activation`` after it (identity, relu, leaky_relu) and a ``Dropout`` after that, so
+    the block Dense → BatchNorm → Activation → Dropout costs one pass over the
+    activations forward and one backward. Called by itself it normalizes only.
 
     Parameters
     ----------
@@ -389,8 +406,6 @@ class BatchNorm(Layer):
         self.momentum = float(momentum)
         self.eps = float(eps)
         self.affine = bool(affine)
-        self._act_name, self._act, self._alpha = "identity", 0, 0.0
-        self._dropout_layer = None
         self._ws = None
         self.running_mean = None
         self.running_var = None
@@ -436,24 +451,11 @@ class BatchNorm(Layer):
         self.running_mean[...] = 0
         self.running_var[...] = 1
 
-    def absorb(self, following):
-        """Fuse a following Activation (one the kernel applies) and/or Dropout.
-
-        Once absorbed, this layer's ``forward``/``backward`` include them (the model skips
-        the absorbed layers); calling the absorbed layers by hand as well would apply them
-        twice.
-        """
-        n = 0
-        if n < len(following) and type(following[n]) is Activation \
-                and following[n].activation in _norm.FUSED_ACTIVATIONS:
-            act = following[n]
-            self._act_name, self._act, self._alpha = act.activation, \
-                _norm.FUSED_ACTIVATIONS[act.activation], act.alpha
-            n += 1
-        if n < len(following) and type(following[n]) is Dropout:
-            self._dropout_layer = following[n]
-            n += 1
-        return n
+    def stage(self, training):
+        return {"kind": "batchnorm", "d_in": self.input_dim, "d_out": self.output_dim,
+                "params": self.affine, "momentum": self.momentum, "eps": self.eps,
+                "w": self._gamma, "b": self._beta, "dw": self._dgamma, "db": self._dbeta,
+                "running_mean": self.running_mean, "running_var": self.running_var}
 
     def _make_buffers(self, rows):
         d = self.output_dim
@@ -468,30 +470,19 @@ class BatchNorm(Layer):
         self._training = training
         if not training:
             _norm.forward_eval(x, self._gamma, self._beta, self.running_mean,
-                               self.running_var, self._coef, ws["Y"], self.eps,
-                               self._act, self._alpha)
+                               self.running_var, self._coef, ws["Y"], self.eps, 0, 0.0)
             return ws["Y"]
         if x.shape[0] < 2:
             raise ValueError("BatchNorm needs more than 1 sample per batch in training "
                              f"(got input of shape {x.shape}): the batch variance is "
                              "undefined; use a larger batch or drop the last partial one")
-        drop = self._dropout_layer
-        self._drop = drop is not None and drop.active
-        if self._drop:
-            check_dropout_size(x.shape)
-            seed, step, layer = drop.key()
-            threshold, scale = drop.threshold, drop.scale
-        else:
-            seed = step = layer = threshold = 0
-            scale = 1.0
-        self._scale = scale
         blocks = _norm.n_row_blocks(x.shape[0])
         if blocks > self._partial.shape[0]:
             self._partial = np.empty((blocks, 4, self.output_dim), np.float64)
         _norm.forward_train(x, self._gamma, self._beta, ws["Y"], self._mean, self._invstd,
                             self.running_mean, self.running_var, self._partial,
-                            self._coef, self.momentum, self.eps, self._act, self._alpha,
-                            ws["bits"], seed, step, layer, threshold, scale, self._drop)
+                            self._coef, self.momentum, self.eps, 0, 0.0,
+                            ws["bits"], 0, 0, 0, 0, 1.0, False)
         return ws["Y"]
 
     def backward(self, dy, need_input_grad=True):
@@ -499,8 +490,8 @@ class BatchNorm(Layer):
             raise RuntimeError("BatchNorm.backward needs a training forward first")
         ws = self._out
         _norm.backward(self._x, dy, self._gamma, self._mean, self._invstd, self._partial,
-                       self._coef, ws["dX"], self._dgamma, self._dbeta, self._act,
-                       self._alpha, ws["bits"], self._scale, self._drop, need_input_grad)
+                       self._coef, ws["dX"], self._dgamma, self._dbeta, 0, 0.0,
+                       ws["bits"], 1.0, False, need_input_grad)
         return ws["dX"] if need_input_grad else None
 
 
@@ -535,6 +526,10 @@ class Standardize(Layer):
         self._ws = _Workspace(lambda rows: {"Y": np.empty((rows, out), self.dtype),
                                             "dX": np.empty((rows, out), self.dtype)})
         return out
+
+    def stage(self, training):
+        return {"kind": "affine", "d_in": self.input_dim, "d_out": self.output_dim,
+                "params": False, "w": self._mean, "b": self._inv}
 
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])

@@ -37,7 +37,8 @@ class Loss:
         """The factor that turns ``Σ wᵢ·ℓᵢ`` into the (weighted) mean."""
         if weights is None:
             return 1.0 / n
-        total = float(np.add.reduce(weights))
+        # In row order, in float64, as the compiled step sums them: the same bits.
+        total = float(np.cumsum(weights, dtype=np.float64)[-1]) if len(weights) else 0.0
         return 1.0 / total if total > 0 else 0.0
 
     def fused_kind(self, target):

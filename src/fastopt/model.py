@@ -60,20 +60,26 @@ class Sequential:
         self.arena.allocate()
         for layer in layers:
             layer.bind(self.arena)
-        self._plan = self._make_plan(layers)
+        self._plans = {}
         self._stochastic = [layer for layer in layers if layer.stochastic]
         self.train_step = 0
         self.reset_parameters()
 
-    @staticmethod
-    def _make_plan(layers):
-        """The layers that actually run: a layer may absorb the ones after it into one
-        fused kernel (``Layer.absorb``); absorbed layers are then skipped."""
-        plan, i = [], 0
-        while i < len(layers):
-            absorbed = layers[i].absorb(layers[i + 1:])
-            plan.append(layers[i])
-            i += 1 + absorbed
+    def step_plan(self, rows, training, loss=None, target=None, weighted=False):
+        """The compiled step (fastopt.plan) for batches of ``rows``: training plans run
+        forward, the loss (``target``: a prepared target array of the kind the batches
+        will have), backward and the gradient norm; evaluation plans run forward. Cached:
+        compiled once per (rows, mode, target kind), a few batch sizes kept."""
+        from .plan import StepPlan
+
+        key = (rows, bool(training), None if target is None else
+               (target.ndim, target.dtype.str, target.shape[1:]), bool(weighted),
+               None if loss is None else (type(loss), getattr(loss, "label_smoothing", 0.0)))
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 16:   # a stream of ever-new batch sizes: stay bounded
+                self._plans.clear()
+            plan = self._plans[key] = StepPlan(self, rows, training, loss, target, weighted)
         return plan
 
     def reset_parameters(self):
@@ -102,14 +108,14 @@ class Sequential:
             self.train_step += 1
             for layer in self._stochastic:
                 layer.rng_step = self.train_step
-        for layer in self._plan:
+        for layer in self.layers:
             x = layer.forward(x, training)
         return x
 
     def _backward(self, dy, need_input_grad):
-        plan = self._plan
-        for i in range(len(plan) - 1, -1, -1):
-            dy = plan[i].backward(dy, need_input_grad or i > 0)
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            dy = layers[i].backward(dy, need_input_grad or i > 0)
         return dy
 
     def forward(self, X, training=False):
@@ -131,11 +137,14 @@ class Sequential:
         """Outputs (logits for classifiers) for every row of X, in evaluation mode."""
         X = as_matrix(X, self.dtype, n_features=self.input_dim)
         batch_size = check_positive_int(batch_size, "batch_size")
-        out = np.empty((X.shape[0], self.output_dim), self.dtype)
+        n = X.shape[0]
+        out = np.empty((n, self.output_dim), self.dtype)
         with blas_single_thread:
-            for start in range(0, X.shape[0], batch_size):
-                stop = min(start + batch_size, X.shape[0])
-                out[start:stop] = self._forward(X[start:stop], training=False)
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                plan = self.step_plan(stop - start, training=False)
+                plan.bind(X)
+                out[start:stop] = plan.forward(0, None, start)
         return out
 
     def predict_proba(self, X, batch_size=1024):

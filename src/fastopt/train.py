@@ -1,5 +1,6 @@
-"""The training loop: shuffle, gather batches into reused buffers, forward, loss,
-backward, clip, update, schedule, metrics, validation, callbacks, History.
+"""The training loop: shuffle, then per batch one call of the model's compiled step plan
+(gather, forward, loss, backward, gradient norm: fastopt.plan), clip, update, schedule,
+metrics, validation, callbacks, History.
 
 Failure behaviour: bad input is rejected before any work; a non-finite loss or gradient
 norm is never applied (error or skipped step, by ``on_nonfinite``); Ctrl-C stops at the
@@ -14,9 +15,9 @@ import time
 import numpy as np
 
 from .callbacks import Callback, ProgressBar
+from .layers import BatchNorm
 from .losses import get_loss
 from .metrics import get_metric
-from ._kernels.optim import norm_blocks, sum_squares
 from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
 from .validation import as_matrix, check_positive_int, check_same_length, check_seed
@@ -79,25 +80,6 @@ class History:
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
-
-
-class _BatchGatherer:
-    """Gathers shuffled rows into buffers made once; views cached per batch length."""
-
-    def __init__(self, arrays, batch_size):
-        self.arrays = arrays
-        self.buffers = [np.empty((batch_size,) + a.shape[1:], a.dtype) for a in arrays]
-        self._views = {}
-
-    def gather(self, idx):
-        m = idx.shape[0]
-        views = self._views.get(m)
-        if views is None:
-            views = self._views[m] = [buf[:m] for buf in self.buffers]
-        for src, dst in zip(self.arrays, views):
-            # mode="clip": indices come from a permutation; "raise" would buffer (allocate).
-            np.take(src, idx, axis=0, out=dst, mode="clip")
-        return views
 
 
 class _InterruptFlag:
@@ -196,12 +178,6 @@ class Trainer:
         self._segments = model.arena.segments()
         if model.arena.n_params == 0:
             raise ValueError("the model has no trainable parameters: add a Dense or BatchNorm layer")
-        self._chains = {}
-        # Non-trainable state changed by the forward pass (batch-norm running statistics):
-        # saved before each step so a refused (non-finite) step leaves no trace.
-        self._state_backup = [(buf, np.empty_like(buf)) for layer in model.layers
-                              for buf in layer.buffers.values()]
-        self._norm_partials = np.empty(norm_blocks(model.arena.size), np.float64)
 
     # ---- input checks ----
 
@@ -242,66 +218,34 @@ class Trainer:
 
     # ---- one step ----
 
-    def _chain_for(self, xb, tb, wb):
-        """The fused forward+loss+backward for these (stable, reused) batch buffers, or
-        None when the model or the loss has no fused form."""
-        key = (id(xb), id(tb), id(wb))
-        entry = self._chains.get(key)
-        if entry is None:
-            if len(self._chains) >= 64:   # a stream of ever-new buffers: stay bounded
-                self._chains.clear()
-            entry = self._chains[key] = self._build_chain(xb, tb, wb)
-        return entry
+    def _plan_for(self, rows, T, W):
+        return self.model.step_plan(rows, True, self.loss, T, W is not None)
 
-    def _build_chain(self, xb, tb, wb):
-        from ._kernels.dense import DenseChain
-        from .layers import Dense
+    def _train_step(self, xb, tb, wb=None):
+        """One step on a batch given as arrays (streamed batches; benchmarks): forward,
+        loss, backward, clip, update. Returns the batch loss."""
+        plan = self._plan_for(xb.shape[0], tb, wb)
+        plan.bind(xb, tb, wb)
+        return self._step(plan, None, 0)
 
-        kind = self.loss.fused_kind(tb)
-        if kind is None or not all(type(layer) is Dense for layer in self.model._plan):
-            return None
-        n = xb.shape[0]
-        layers, inp = [], xb
-        for layer in self.model._plan:
-            ws = layer._ws.get(n)
-            layers.append((inp, layer.params["W"], layer.params.get("b"), ws["Z"], ws["A"],
-                           ws["dZ"], layer.grads["W"], layer.grads.get("b"), ws["dX"],
-                           layer._act, layer.alpha))
-            inp = ws["A"]
-        dpred, row_loss, ones = self.loss._get_buffers(inp)
-        labels = tb if tb.ndim == 1 else None
-        chain = DenseChain(layers, None if labels is not None else tb, labels,
-                           ones if wb is None else wb, dpred, row_loss, kind,
-                           getattr(self.loss, "label_smoothing", 0.0), self.model.arena.grad,
-                           self._norm_partials)
-        return chain, inp
-
-    def _train_step(self, xb, tb, wb=None, fused=True):
-        """Forward, loss, backward, clip, update. Returns the batch loss.
-
-        ``fused``: the batch arrays are reused buffers, so a Dense-only model may run
-        forward, loss and backward as one bound kernel call (DenseChain).
-        """
+    def _step(self, plan, order, start):
+        """One step through the compiled plan on rows ``start..`` of its bound data (or
+        rows ``order[start:]``)."""
         model = self.model
-        chain = self._chain_for(xb, tb, wb) if fused else None
-        if chain is not None:
-            model.train_step += 1
-            value = chain[0].run(self.loss.scale_for(xb.shape[0], wb))
-            out = chain[1]
-        else:
-            for buf, backup in self._state_backup:
-                np.copyto(backup, buf)
-            out = model._forward(xb, True)
-            value, dout = self.loss(out, tb, wb)
+        model.train_step += 1
         step = self.step_count + 1
-        if not math.isfinite(value):
-            return self._nonfinite(step, f"the training loss became {value}")
-        if chain is None:
-            model._backward(dout, False)
-            sum_sq = sum_squares(model.arena.grad, self._norm_partials)
+        if plan.fused_loss:
+            value = plan.run(model.train_step, order, start)
         else:
-            sum_sq = chain[0].grad_sum_squares
-        scale = self._gradient_scale(step, sum_sq)
+            out = plan.forward(model.train_step, order, start)
+            tb, wb = plan.batch(order, start)
+            value, dout = self.loss(out, self._loss_targets(plan.inputs(order, start), tb), wb)
+        if not math.isfinite(value):
+            return self._nonfinite(plan, step, f"the training loss became {value}")
+        if not plan.fused_loss:
+            np.copyto(plan.dout, dout)
+            plan.backward()
+        scale = self._gradient_scale(plan, step, plan.grad_sum_squares)
         if scale is None:
             return value
         if self.schedule is not None and self.schedule.interval == "step":
@@ -310,10 +254,16 @@ class Trainer:
                               self.clip_value)
         self.step_count = step
         if self.metrics:
+            tb, wb = plan.batch(order, start)
             target = self._metric_target(tb)
             for metric in self.metrics:
-                metric.update(out, target, wb)
+                metric.update(plan.output, target, wb)
         return value
+
+    def _loss_targets(self, xb, tb):
+        """The targets the loss sees for a batch (a subclass may complete them from the
+        inputs: the Distiller adds the teacher's logits)."""
+        return tb
 
     def _configured(self, metric):
         if self.loss.name == "binary_cross_entropy" and hasattr(metric, "multilabel"):
@@ -324,22 +274,21 @@ class Trainer:
         """The targets metrics compare with (subclasses with composite targets override)."""
         return tb
 
-    def _gradient_scale(self, step, sum_sq):
+    def _gradient_scale(self, plan, step, sum_sq):
         """Global-norm clipping factor (1.0 without clipping); None when the norm is not
         finite and the step was skipped."""
         # Always measured (one fixed-order reduction, ~2% of a step): a non-finite gradient
         # must never reach the weights, with or without clipping.
         norm = math.sqrt(sum_sq)
         if not math.isfinite(norm):
-            self._nonfinite(step, f"the gradient norm became {norm}")
+            self._nonfinite(plan, step, f"the gradient norm became {norm}")
             return None
         if self.clip_norm is None:
             return 1.0
         return clip_scale(norm, self.clip_norm)
 
-    def _nonfinite(self, step, what):
-        for buf, backup in self._state_backup:
-            np.copyto(buf, backup)
+    def _nonfinite(self, plan, step, what):
+        plan.restore_state()
         self.history.nonfinite_steps.append(step)
         if self.on_nonfinite == "raise":
             raise FloatingPointError(
@@ -424,9 +373,7 @@ class Trainer:
             cbs.append(ProgressBar())
         self.history = history = History()
         self.stop_training = False
-        self._chains.clear()   # bound to the previous fit's buffers
-        self._views = {}
-        if data is not None and any(type(layer).__name__ == "BatchNorm" for layer in self.model.layers):
+        if data is not None and any(isinstance(layer, BatchNorm) for layer in self.model.layers):
             tail = n % batch_size if not drop_last else 0
             if batch_size == 1 or tail == 1:
                 raise ValueError(
@@ -507,15 +454,8 @@ class Trainer:
     def _array_epoch(self, data, batch_size, shuffle, drop_last, cbs, interrupt):
         X, T, W = data
         n = X.shape[0]
-        arrays = [X, T] if W is None else [X, T, W]
         order = (np.random.default_rng([self.seed, self.epoch + 1]).permutation(n)
                  if shuffle and batch_size < n else None)
-        gatherer = None
-        if order is not None:
-            # One gatherer per fit: its buffers (and the fused steps bound to them) live on.
-            gatherer = self._views.get("gatherer")
-            if gatherer is None:
-                gatherer = self._views["gatherer"] = _BatchGatherer(arrays, batch_size)
         total = count = 0.0
         stop = n - n % batch_size if drop_last else n
         first = self.batch_in_epoch
@@ -523,14 +463,9 @@ class Trainer:
             if self.steps_in_epoch is not None and b >= self.steps_in_epoch:
                 break
             end = min(start + batch_size, n)
-            if order is None:
-                # The same view objects every epoch, so fused steps bound to them are reused.
-                batch = self._views.get((start, end))
-                if batch is None:
-                    batch = self._views[(start, end)] = [a[start:end] for a in arrays]
-            else:
-                batch = gatherer.gather(order[start:end])
-            value = self._train_step(*batch)
+            plan = self._plan_for(end - start, T, W)
+            plan.bind(X, T, W)   # the plan gathers the rows itself (order) or reads the slice
+            value = self._step(plan, order, start)
             self.batch_in_epoch = b + 1
             if math.isfinite(value):
                 total += value * (end - start)
@@ -549,7 +484,7 @@ class Trainer:
             except (TypeError, ValueError):
                 raise ValueError("an iterable input must yield (X_batch, y_batch) pairs") from None
             xb, tb = self._prepare(xb, yb, "X batch", "y batch")
-            value = self._train_step(xb, tb, fused=False)  # fresh arrays every batch
+            value = self._train_step(xb, tb)
             self.batch_in_epoch = b + 1
             if math.isfinite(value):
                 total += value * xb.shape[0]

@@ -26,40 +26,10 @@ from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t
 
 from ._parallel cimport threads_for
-from ._philox cimport (dropout_key, make_key, expand_mask, dropout_chunk_bits,
-                       dropout_bits_general, philox4x32_10, philox_fill,
-                       philox_fill_scalar, span_bits, DROPOUT_CHUNK)
-
-cdef enum:
-    # Elements under which dropout stays on one thread: generating the mask costs
-    # ~1 ns per element, so a second thread pays off early.
-    DROPOUT_PER_THREAD = 8192
-
-
-cdef void _forward_row(const floating* x, floating* y, uint32_t* bits, uint64_t e0,
-                       Py_ssize_t d, const dropout_key* key, floating scale) noexcept nogil:
-    cdef floating m[DROPOUT_CHUNK]
-    cdef Py_ssize_t c0 = 0, j, n
-    while c0 < d:
-        n = min(<Py_ssize_t>DROPOUT_CHUNK, d - c0)
-        dropout_chunk_bits(bits + c0 // 32, e0 + <uint64_t>c0, <int>n, key)
-        expand_mask(m, bits + c0 // 32, <int>n, scale)
-        for j in range(n):
-            y[c0 + j] = x[c0 + j] * m[j]
-        c0 += n
-
-
-cdef void _apply_row(const floating* dy, floating* dx, const uint32_t* bits,
-                     Py_ssize_t d, floating scale) noexcept nogil:
-    cdef floating m[DROPOUT_CHUNK]
-    cdef Py_ssize_t c0 = 0, j, n
-    while c0 < d:
-        n = min(<Py_ssize_t>DROPOUT_CHUNK, d - c0)
-        expand_mask(m, bits + c0 // 32, <int>n, scale)
-        for j in range(n):
-            dx[c0 + j] = dy[c0 + j] * m[j]
-        c0 += n
-
+from ._philox cimport (dropout_key, make_key, dropout_chunk_bits, dropout_bits_general,
+                       philox4x32_10, philox_fill, philox_fill_scalar, span_bits,
+                       DROPOUT_CHUNK)
+from ._dropout_core cimport DROPOUT_PER_THREAD, _dropout_forward, _dropout_backward
 
 def forward(const floating[:, ::1] X, floating[:, ::1] Y, uint32_t[:, ::1] bits,
             uint64_t seed, uint64_t step, uint32_t layer, uint32_t threshold,
@@ -68,29 +38,24 @@ def forward(const floating[:, ::1] X, floating[:, ::1] Y, uint32_t[:, ::1] bits,
 
     Requires N·d < 2^34 (block indices are 32-bit) and threshold < 2^32.
     """
-    cdef Py_ssize_t N = X.shape[0], d = X.shape[1], i
-    cdef Py_ssize_t wpr = bits.shape[1]
-    cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD)
+    cdef Py_ssize_t N = X.shape[0], d = X.shape[1]
     cdef dropout_key key = make_key(seed, step, layer, threshold)
-    cdef floating s = <floating>scale
     if N == 0 or d == 0:
         return
     with nogil:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            _forward_row(&X[i, 0], &Y[i, 0], &bits[i, 0], <uint64_t>(i * d), d, &key, s)
+        _dropout_forward(&X[0, 0], &Y[0, 0], &bits[0, 0], bits.shape[1], &key,
+                         <floating>scale, N, d)
 
 
 def backward(const floating[:, ::1] dY, const uint32_t[:, ::1] bits,
              floating[:, ::1] dX, double scale):
     """dX = dY · m, m from the bits that ``forward`` stored. dX may be dY."""
-    cdef Py_ssize_t N = dY.shape[0], d = dY.shape[1], i
-    cdef int nt = threads_for(N * d, 4 * DROPOUT_PER_THREAD)
-    cdef floating s = <floating>scale
+    cdef Py_ssize_t N = dY.shape[0], d = dY.shape[1]
     if N == 0 or d == 0:
         return
     with nogil:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            _apply_row(&dY[i, 0], &dX[i, 0], &bits[i, 0], d, s)
+        _dropout_backward(&dY[0, 0], &bits[0, 0], bits.shape[1], &dX[0, 0],
+                          <floating>scale, N, d)
 
 
 def mask_bits(uint32_t[:, ::1] bits, Py_ssize_t d, uint64_t seed, uint64_t step,
