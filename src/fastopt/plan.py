@@ -106,7 +106,8 @@ class StepPlan:
                 spec["dropout"] = True
                 spec["bits"] = mask_bits_buffer(rows, d_out)
                 spec["wpr"] = spec["bits"].shape[1]
-            if spec["need_dx"]:
+            if spec["need_dx"] or (kind == "batchnorm" and spec["backprop"]):
+                # (batch norm's backward keeps g = ∂L/∂z in dX even when dX is not needed)
                 spec["dx"] = np.empty((rows, d_in), dtype)
             prev = spec
         for spec, after in zip(stages, stages[1:] + [None]):
