@@ -216,17 +216,30 @@ class Optimizer:
     def _apply(self, params, grads, segments=None, grad_scale=1.0, clip_value=None):
         """The Trainer's path: the arena is known valid, nothing is re-checked.
         ``clip_value`` (the Trainer's) is used instead of the optimizer's own for this step."""
+        bound = self._prepare(params, grads, segments, clip_value)
+        self.t += 1
+        bound.run(grad_scale)
+
+    def _prepare(self, params, grads, segments=None, clip_value=None):
+        """The next step (t + 1) bound to its arrays and scalars, not taken: the compiled
+        training step runs it (``BoundUpdate``) and then calls ``_commit``."""
         if clip_value is None:
             clip_value = self.clip_value
-        self._clamp = _INF if clip_value is None else clip_value
+        clamp = _INF if clip_value is None else clip_value
         if params.shape[0] != self._n or params.dtype != self._dtype:
             self._allocate(params)
         table = self._full if segments is None else self._segments(segments, self._n)
-        self.t += 1
-        self._update(params, grads, table,
-                     -grad_scale if self.maximize else grad_scale)
+        kind, mode, states, scalars, wd = self._step_args(self.t + 1)
+        self._bound.set(kind, mode, params, grads, states, table, scalars, self.maximize,
+                        clamp, wd, self.l1, getattr(self, "amsgrad", False))
+        return self._bound
 
-    def _update(self, params, grads, table, scale):
+    def _commit(self):
+        """The prepared step was taken."""
+        self.t += 1
+
+    def _step_args(self, t):
+        """(kernel kind, mode, state arrays, per-step scalars, coupled weight decay) of step t."""
         raise NotImplementedError
 
     def _segments(self, segments, n):
@@ -260,6 +273,7 @@ class Optimizer:
     def _bind(self, n, dtype):
         self._n, self._dtype = n, np.dtype(dtype)
         self._run = type(self)._kernel[_CTYPE[self._dtype]]
+        self._bound = _optim.BoundUpdate()
         self._full = np.array([[0, n, 1]], dtype=np.intp)
         self._seg_copy = self._seg_table = None
         self._bind_state()
@@ -371,12 +385,12 @@ class SGD(Optimizer):
     def _state_dummy(self):
         return np.zeros(0, self._dtype)
 
-    def _update(self, p, g, table, scale):
-        first = self.t == 1
-        self._run(p, g, self._b, table, self._lr, self.momentum,
-                  0.0 if first else self.momentum, 1.0 if first else 1.0 - self.dampening,
-                  self.nesterov, scale, self._clamp,
-                  self.weight_decay, self.l1)
+    def _step_args(self, t):
+        first = t == 1
+        mode = 0 if self.momentum == 0 else (2 if self.nesterov else 1)
+        return (_optim.UPDATE_KINDS["sgd"], mode, (self._b,) if mode else (),
+                (self._lr, self.momentum, 0.0 if first else self.momentum,
+                 1.0 if first else 1.0 - self.dampening), self.weight_decay)
 
 
 class Adagrad(Optimizer):
@@ -417,11 +431,10 @@ class Adagrad(Optimizer):
     def _bind_state(self):
         self._s = self._state["sum"]
 
-    def _update(self, p, g, table, scale):
-        clr = self._lr / (1.0 + (self.t - 1) * self.lr_decay)
-        self._run(p, g, self._s, table, clr, self.eps, scale,
-                  self._clamp,
-                  self.weight_decay, self.l1)
+    def _step_args(self, t):
+        clr = self._lr / (1.0 + (t - 1) * self.lr_decay)
+        return (_optim.UPDATE_KINDS["adagrad"], 0, (self._s,), (clr, self.eps),
+                self.weight_decay)
 
 
 class RMSprop(Optimizer):
@@ -464,11 +477,9 @@ class RMSprop(Optimizer):
         self._a = self._state.get("grad_avg", empty)
         self._b = self._state.get("momentum_buffer", empty)
 
-    def _update(self, p, g, table, scale):
-        self._run(p, g, self._v, self._a, self._b, table, self._lr, self.alpha, self.eps,
-                  self.momentum, self.centered, scale,
-                  self._clamp,
-                  self.weight_decay, self.l1)
+    def _step_args(self, t):
+        return (_optim.UPDATE_KINDS["rmsprop"], int(self.centered), (self._v, self._a, self._b),
+                (self._lr, self.alpha, self.eps, self.momentum), self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -516,9 +527,8 @@ class Adam(Optimizer):
         self._v = self._state["exp_avg_sq"]
         self._w = self._state.get("max_exp_avg_sq", np.zeros(0, self._dtype))
 
-    def _update(self, p, g, table, scale):
+    def _step_args(self, t):
         beta1, beta2 = self.betas
-        t = self.t
         lr = self._lr
         # Bias corrections once per step, in double.
         step_size = lr / (1.0 - beta1 ** t)
@@ -527,9 +537,9 @@ class Adam(Optimizer):
             shrink, wd = 1.0 - lr * self.weight_decay, 0.0
         else:
             shrink, wd = 1.0, self.weight_decay
-        self._run(p, g, self._m, self._v, self._w, table, beta1, beta2, step_size,
-                  inv_sqrt_bc2, self.eps, shrink, self.amsgrad, scale,
-                  self._clamp, wd, self.l1)
+        return (_optim.UPDATE_KINDS["adam"], 0,
+                (self._m, self._v, self._w if self.amsgrad else self._v),
+                (beta1, beta2, step_size, inv_sqrt_bc2, self.eps, shrink), wd)
 
 
 class AdamW(Adam):

@@ -151,6 +151,14 @@ class StepPlan:
         (or rows ``order[start:start+rows]``); returns the loss."""
         return self._plan.run(step, order, start)
 
+    def run_step(self, step, order, start, update, clip_norm):
+        """``run`` and, when finite, the optimizer's prepared update in the same call."""
+        return self._plan.run_step(step, order, start, update, clip_norm)
+
+    @property
+    def applied(self):
+        return self._plan.applied
+
     def forward(self, step=0, order=None, start=0):
         self._plan.forward(step, order, start)
         return self.output

@@ -230,28 +230,37 @@ class Trainer:
 
     def _step(self, plan, order, start):
         """One step through the compiled plan on rows ``start..`` of its bound data (or
-        rows ``order[start:]``)."""
-        model = self.model
+        rows ``order[start:]``): with a fused loss, forward, loss, backward, gradient norm,
+        clipping and the optimizer's update are one call."""
+        model, optimizer = self.model, self.optimizer
         model.train_step += 1
         step = self.step_count + 1
+        if self.schedule is not None and self.schedule.interval == "step":
+            self.schedule.step(optimizer, self.step_count)  # lr_at(steps completed)
         if plan.fused_loss:
-            value = plan.run(model.train_step, order, start)
+            update = optimizer._prepare(model.arena.data, model.arena.grad, self._segments,
+                                        self.clip_value)
+            value = plan.run_step(model.train_step, order, start, update,
+                                  float(self.clip_norm or 0.0))
+            if not plan.applied:
+                if not math.isfinite(value):
+                    return self._nonfinite(plan, step, f"the training loss became {value}")
+                norm = math.sqrt(plan.grad_sum_squares)
+                return self._nonfinite(plan, step, f"the gradient norm became {norm}")
+            optimizer._commit()
         else:
             out = plan.forward(model.train_step, order, start)
             tb, wb = plan.batch(order, start)
             value, dout = self.loss(out, self._loss_targets(plan.inputs(order, start), tb), wb)
-        if not math.isfinite(value):
-            return self._nonfinite(plan, step, f"the training loss became {value}")
-        if not plan.fused_loss:
+            if not math.isfinite(value):
+                return self._nonfinite(plan, step, f"the training loss became {value}")
             np.copyto(plan.dout, dout)
             plan.backward()
-        scale = self._gradient_scale(plan, step, plan.grad_sum_squares)
-        if scale is None:
-            return value
-        if self.schedule is not None and self.schedule.interval == "step":
-            self.schedule.step(self.optimizer, self.step_count)  # lr_at(steps completed)
-        self.optimizer._apply(model.arena.data, model.arena.grad, self._segments, scale,
-                              self.clip_value)
+            scale = self._gradient_scale(plan, step, plan.grad_sum_squares)
+            if scale is None:
+                return value
+            optimizer._apply(model.arena.data, model.arena.grad, self._segments, scale,
+                             self.clip_value)
         self.step_count = step
         if self.metrics:
             tb, wb = plan.batch(order, start)

@@ -33,6 +33,8 @@ from cython.parallel cimport prange
 
 from ._math cimport _sqrt, _sign
 from ._reduce cimport NORM_BLOCK, _sum_squares
+from libc.stdint cimport uintptr_t
+
 from ._parallel cimport threads_for
 
 cdef enum:
@@ -75,18 +77,6 @@ cdef inline bint _overlap(const Py_ssize_t* seg, Py_ssize_t s, Py_ssize_t lo, Py
     a[0] = seg[3 * s] if seg[3 * s] > lo else lo
     b[0] = seg[3 * s + 1] if seg[3 * s + 1] < hi else hi
     return a[0] < b[0]
-
-
-cdef struct Common:
-    # Gradient conditioning, shared by every optimizer.
-    double scale, clip, wd, l1
-    # False when wd = l1 = 0: decayed segments then take the plain loop, so zero decay
-    # costs nothing and is bitwise the same as no decay (0·inf would not be).
-    bint coupled
-    bint amsgrad
-    # The segments table (k rows of start, stop, decay).
-    const Py_ssize_t* seg
-    Py_ssize_t nseg
 
 
 cdef inline Common _common(const Py_ssize_t[:, ::1] segments, double grad_scale, double clip,
@@ -472,3 +462,89 @@ def sum_squares(const floating[::1] g, double[::1] partials):
 def norm_blocks(Py_ssize_t n):
     """How many partial sums ``sum_squares`` needs for n elements."""
     return (n + NORM_BLOCK - 1) // NORM_BLOCK
+
+
+# ==== one entry point for every optimizer: the Python step and the compiled plan ====
+
+cdef enum:
+    UPD_SGD = 0
+    UPD_ADAGRAD = 1
+    UPD_RMSPROP = 2
+    UPD_ADAM = 3
+
+UPDATE_KINDS = {"sgd": UPD_SGD, "adagrad": UPD_ADAGRAD, "rmsprop": UPD_RMSPROP,
+                "adam": UPD_ADAM}
+
+
+cdef inline void _update_chunk(floating* marker, const Update* u, const Common* c,
+                               Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    cdef floating* p = <floating*>u.p
+    cdef const floating* g = <const floating*>u.g
+    cdef floating* s0 = <floating*>u.s0
+    cdef floating* s1 = <floating*>u.s1
+    cdef floating* s2 = <floating*>u.s2
+    if u.kind == UPD_SGD:
+        _sgd_span(p, g, s0, lo, hi, c, u.h, u.mode)
+    elif u.kind == UPD_ADAGRAD:
+        _adagrad_span(p, g, s0, lo, hi, c, u.h[0], u.h[1])
+    elif u.kind == UPD_RMSPROP:
+        _rmsprop_span(p, g, s0, s1, s2, lo, hi, c, u.h[0], u.h[1], u.h[2], u.h[3], u.mode)
+    else:
+        _adam_span(p, g, s0, s1, s2, lo, hi, c, u.h[0], u.h[1], u.h[2], u.h[3], u.h[4],
+                   u.h[5])
+
+
+cdef void update_run(Update* u, double grad_scale) noexcept nogil:
+    """Run the filled update with this step's gradient scale (clipping factor)."""
+    cdef Py_ssize_t n = u.n, ci
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD)
+    cdef Common c = u.c
+    if n == 0:
+        return
+    c.scale = u.sign * grad_scale
+    if nt == 1:
+        if u.is_double:
+            _update_chunk(<double*>NULL, u, &c, 0, n)
+        else:
+            _update_chunk(<float*>NULL, u, &c, 0, n)
+    else:
+        for ci in prange(nt, num_threads=nt, schedule='static'):
+            if u.is_double:
+                _update_chunk(<double*>NULL, u, &c, _chunk_edge(n, ci, nt),
+                              _chunk_edge(n, ci + 1, nt))
+            else:
+                _update_chunk(<float*>NULL, u, &c, _chunk_edge(n, ci, nt),
+                              _chunk_edge(n, ci + 1, nt))
+
+
+cdef uintptr_t _addr(object a):
+    return <uintptr_t>a.__array_interface__["data"][0]
+
+
+cdef class BoundUpdate:
+    """One optimizer step, bound to its arrays and scalars (fastopt.optim fills it; the
+    caller guarantees shapes, dtypes and contiguity)."""
+
+    def set(self, int kind, int mode, p, g, tuple states, const Py_ssize_t[:, ::1] segments,
+            tuple h, bint maximize, double clip, double wd, double l1, bint amsgrad):
+        cdef Py_ssize_t k
+        self.u.kind, self.u.mode = kind, mode
+        self.u.is_double = p.dtype.itemsize == 8
+        self.u.p = <void*>_addr(p)
+        self.u.g = <const void*>_addr(g)
+        self.u.s0 = <void*>_addr(states[0] if len(states) > 0 else p)
+        self.u.s1 = <void*>_addr(states[1] if len(states) > 1 else (states[0] if states else p))
+        self.u.s2 = <void*>_addr(states[2] if len(states) > 2 else
+                                 (states[1] if len(states) > 1 else p))
+        self.u.n = p.shape[0]
+        self.u.sign = -1.0 if maximize else 1.0
+        for k in range(len(h)):
+            self.u.h[k] = h[k]
+        self.u.c = _common(segments, 1.0, clip, wd, l1)
+        self.u.c.amsgrad = amsgrad
+        self._keep = (p, g, states, segments)
+
+    def run(self, double grad_scale):
+        """Take the step: p and the state updated in place."""
+        with nogil:
+            update_run(&self.u, grad_scale)

@@ -30,6 +30,8 @@ from ._norm_core cimport _bn_forward_train, _bn_forward_eval, _bn_backward
 from ._dropout_core cimport _dropout_forward, _dropout_backward
 from ._loss_core cimport _batch_loss, LOSS_XENT_LABELS
 from ._reduce cimport _sum_squares
+from .optim cimport BoundUpdate, update_run
+from libc.math cimport sqrt, isfinite
 
 cdef enum:
     ST_DENSE = 0
@@ -212,6 +214,8 @@ cdef class StepPlan:
     cdef uintptr_t out, dout, row_loss, grad, partials
     cdef readonly double grad_sum_squares
     cdef readonly double loss_scale
+    cdef readonly double grad_scale     # the clipping factor the update was given
+    cdef readonly bint applied          # run_step took the optimizer's step
     cdef object _keep, _data
 
     def __cinit__(self, list stages, Py_ssize_t N, bint is_double, bint training,
@@ -327,6 +331,25 @@ cdef class StepPlan:
                 self.grad_sum_squares = _sum_squares(<const float*>self.grad, self.n_grad,
                                                      <double*>self.partials)
         self.loss_scale = scale
+        return total
+
+    def run_step(self, uint64_t step, const int64_t[::1] idx, Py_ssize_t start,
+                 BoundUpdate update, double clip_norm):
+        """``run``, then, when the loss and the gradient norm are finite, the optimizer's
+        prepared update with the clipping factor min(1, clip_norm / (‖g‖ + 1e-6))
+        (clip_norm ≤ 0: no clipping), all in the same call. ``applied`` tells whether the
+        update was taken; when not, nothing was changed but the batch-norm running
+        statistics (``restore_state`` puts them back) and the gradient buffer."""
+        cdef double total = self.run(step, idx, start)
+        cdef double norm = sqrt(self.grad_sum_squares), gscale = 1.0
+        self.applied = False
+        if isfinite(total) and isfinite(norm):
+            if clip_norm > 0:
+                gscale = min(1.0, clip_norm / (norm + 1e-6))
+            self.grad_scale = gscale
+            with nogil:
+                update_run(&update.u, gscale)
+            self.applied = True
         return total
 
     def forward(self, uint64_t step, const int64_t[::1] idx=None, Py_ssize_t start=0):
