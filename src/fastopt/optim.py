@@ -230,8 +230,14 @@ class Optimizer:
             self._allocate(params)
         table = self._full if segments is None else self._segments(segments, self._n)
         kind, mode, states, scalars, wd = self._step_args(self.t + 1)
-        self._bound.set(kind, mode, params, grads, states, table, scalars, self.maximize,
-                        clamp, wd, self.l1, getattr(self, "amsgrad", False))
+        bound_to = self._bound_to
+        if (bound_to is not None and bound_to[0] is params and bound_to[1] is grads
+                and bound_to[2] is table and bound_to[3:] == (clamp, wd, self.l1, self.maximize)):
+            self._bound.scalars(scalars)   # the steady state: nothing allocated
+        else:
+            self._bound.set(kind, mode, params, grads, states, table, scalars, self.maximize,
+                            clamp, wd, self.l1, getattr(self, "amsgrad", False))
+            self._bound_to = (params, grads, table, clamp, wd, self.l1, self.maximize)
         return self._bound
 
     def _commit(self):
@@ -274,6 +280,7 @@ class Optimizer:
         self._n, self._dtype = n, np.dtype(dtype)
         self._run = type(self)._kernel[_CTYPE[self._dtype]]
         self._bound = _optim.BoundUpdate()
+        self._bound_to = None     # the arrays and conditioning it holds
         self._full = np.array([[0, n, 1]], dtype=np.intp)
         self._seg_copy = self._seg_table = None
         self._bind_state()

@@ -544,6 +544,12 @@ cdef class BoundUpdate:
         self.u.c.amsgrad = amsgrad
         self._keep = (p, g, states, segments)
 
+    def scalars(self, tuple h):
+        """Only the per-step scalars changed (same arrays, segments and conditioning)."""
+        cdef Py_ssize_t k
+        for k in range(len(h)):
+            self.u.h[k] = h[k]
+
     def run(self, double grad_scale):
         """Take the step: p and the state updated in place."""
         with nogil:
