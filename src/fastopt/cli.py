@@ -506,6 +506,14 @@ def main(argv=None):
     try:
         return {"train": _train, "predict": _predict, "export": _export,
                 "info": _info}[args.command](args)
+    except BrokenPipeError:
+        # The reader of a pipeline (`| head`) left: stop quietly, as shell tools do.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
     except (UserError, ValueError, TypeError, FloatingPointError, OSError, ImportError) as exc:
         print(f"fastopt: error: {exc}", file=sys.stderr)
         return 2
