@@ -13,11 +13,18 @@ from .train import History, Trainer
 
 __version__ = "0.1.0"
 
+
+def export_onnx(model, path=None, opset=None, **kwargs):
+    """Export ``model`` to ONNX; see ``fastopt.export.export_onnx`` (imports onnx only here)."""
+    from .export import export_onnx as _export_onnx
+    return _export_onnx(model, path, opset, **kwargs)
+
+
 __all__ = [
     "Sequential", "Dense", "Activation", "Layer", "BatchNorm", "Dropout", "Standardize",
     "Trainer", "History",
     "EarlyStopping", "ReduceLROnPlateau", "Checkpoint",
-    "save", "load",
+    "save", "load", "export_onnx",
     "optim", "schedules", "losses", "metrics", "callbacks", "datasets", "distill",
     "threads", "set_num_threads", "get_num_threads",
 ]

@@ -1,18 +1,27 @@
 """``fastopt`` command line: train a network on the bundled digits or on your own data.
 
     fastopt train                                  # MLP on the UCI digits, held-out accuracy
-    fastopt train --data data.csv --target price   # your CSV (header row) or .npz (X, y)
+    fastopt train --data data.csv --target price   # your CSV (header row), .parquet or .npz
+    fastopt train --data data.csv --target churn --impute median --id customer --save m.npz
     fastopt train --hidden 256,128 --batch-norm --dropout 0.2 --validation-split 0.1 \\
                   --early-stopping 5 --save model.npz
-    fastopt predict model.npz --data new.csv --out predictions.csv
+    cat new.csv | fastopt predict m.npz --data - --proba --id customer > predictions.csv
+    fastopt export m.npz --out m.onnx               # ONNX, with the table's encoding inside
     fastopt info model.npz
+
+Tables (CSV, Parquet): string columns are one-hot encoded over the training file's
+categories, numeric columns standardized (``--no-standardize``), missing cells refused
+unless ``--impute mean|median|most_frequent``; the encoding lives in the saved model
+(``metadata["tabular"]``, JSON) and ``predict`` / ``export`` apply it.
 """
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -52,6 +61,10 @@ def _positive(kind, description):
 
 
 _positive_int = _positive(int, "a positive integer")
+
+
+def _parse_names(text):
+    return [name.strip() for name in text.split(",") if name.strip()]
 _positive_float = _positive(float, "a positive number")
 
 
@@ -66,10 +79,25 @@ def _build_parser():
     parser = argparse.ArgumentParser(prog="fastopt", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train an MLP and report held-out accuracy or R²")
-    train.add_argument("--data", help="a .csv file (header row) or an .npz with arrays X and y; "
-                                      "default: the bundled UCI handwritten digits")
-    train.add_argument("--target", help="target column of the CSV (name or 0-based index; "
+    train.add_argument("--data", help="a .csv file (header row; '-' reads CSV from stdin), a "
+                                      ".parquet file (needs pyarrow) or an .npz with arrays X "
+                                      "and y; default: the bundled UCI handwritten digits")
+    train.add_argument("--target", help="target column of the table (name or 0-based index; "
                                         "default: the last column), or the array name in the .npz")
+    train.add_argument("--impute", choices=("mean", "median", "most_frequent"), default=None,
+                       help="fill missing cells (numeric columns: that statistic of the "
+                            "training split; categorical: the most frequent category); "
+                            "default: refuse them, naming rows and columns")
+    train.add_argument("--unseen", choices=("warn", "error"), default="warn",
+                       help="a category unseen in training at predict time: an all-zero row "
+                            "and a warning (default), or an error; stored in the model")
+    train.add_argument("--categorical", type=_parse_names, default=[], metavar="COLS",
+                       help="comma-separated columns to one-hot encode even if numeric")
+    train.add_argument("--id", metavar="COL", help="an id column: not a feature; `predict` "
+                                                  "carries it over to its output")
+    train.add_argument("--no-standardize", action="store_true",
+                       help="feed numeric features as they are (default: standardize them "
+                            "with the training split's mean and standard deviation)")
     train.add_argument("--task", choices=("auto", "classification", "regression"), default="auto")
     train.add_argument("--hidden", type=_parse_hidden, default=[128, 64],
                        help="hidden layer sizes, e.g. 256,128 (default 128,64)")
@@ -100,81 +128,74 @@ def _build_parser():
 
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("model", help="a model saved by `fastopt train --save`")
-    predict.add_argument("--data", required=True, help="a .csv (header row) or .npz with array X")
-    predict.add_argument("--out", required=True, help="output .csv (one prediction per row)")
-    predict.add_argument("--proba", action="store_true", help="write class probabilities")
+    predict.add_argument("--data", required=True,
+                         help="a .csv (header row; '-': stdin), .parquet or .npz with array X")
+    predict.add_argument("--out", default="-",
+                         help="output .csv, one prediction per row (default '-': stdout)")
+    predict.add_argument("--proba", action="store_true",
+                         help="write one probability column per class instead of the label")
+    predict.add_argument("--id", metavar="COL",
+                         help="copy this input column to the output's first column (default: "
+                              "the model's --id column when the input has it)")
+    predict.add_argument("--unseen", choices=("warn", "error"), default=None,
+                         help="override the model's choice for categories unseen in training")
+
+    export = sub.add_parser("export", help="export a saved model to ONNX (needs onnx)")
+    export.add_argument("model", help="a model saved by `fastopt train --save` or fastopt.save")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--opset", type=_positive_int, default=None,
+                        help="ai.onnx opset (default 17; 13 or newer)")
+    export.add_argument("--unseen", choices=("warn", "error"), default=None,
+                        help="unseen categories: all-zero rows (warn) or a runtime error; "
+                             "default: the model's choice")
 
     info = sub.add_parser("info", help="describe a saved model")
     info.add_argument("model")
     return parser
 
 
-def _read_table(path):
-    """Header (column names) and rows of string cells from a CSV file."""
-    with open(path, newline="") as f:
-        rows = [row for row in csv.reader(f) if row]
-    if not rows:
-        raise UserError(f"{path} is empty")
-    has_header = not all(_is_number(c) for c in rows[0])
-    header = [c.strip() for c in rows[0]] if has_header else [str(i) for i in range(len(rows[0]))]
-    body = rows[1:] if has_header else rows
-    if not body:
-        raise UserError(f"{path} has a header but no data rows")
-    for line, row in enumerate(body, start=2 if has_header else 1):
-        if len(row) != len(header):
-            raise UserError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
-    return header, body
+def _read_user_table(path):
+    from .datasets.tabular import read_table
+
+    if path != "-" and not os.path.exists(path):
+        raise UserError(f"no such file: {path}")
+    if path != "-" and not path.lower().endswith((".csv", ".txt", ".parquet", ".pq", ".tsv")):
+        raise UserError(f"{path}: expected a .csv, .parquet or .npz file (or '-' for CSV on stdin)")
+    return read_table(path, delimiter="\t" if path.lower().endswith(".tsv") else ",")
 
 
-def _is_number(cell):
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
+def _column_name(table, text, what):
+    """A column named by ``text`` (its name, or a 0-based index)."""
+    width = len(table.names)
+    if text in table.names:
+        return text
+    if text.lstrip("-").isdigit() and -width <= int(text) < width:
+        return table.names[int(text) % width]
+    raise UserError(f"{what} {text!r} is not a column of {table.source} "
+                    f"(columns: {', '.join(table.names)})")
 
 
-def _numeric_columns(path, header, body, columns):
-    features = []
-    for j in columns:
-        try:
-            features.append([float(row[j]) if row[j].strip() else np.nan for row in body])
-        except ValueError:
-            raise UserError(f"column {header[j]!r} of {path} is not numeric") from None
-    return np.array(features, dtype=np.float64).T.reshape(len(body), len(columns))
-
-
-def _read_csv(path, target):
-    header, body = _read_table(path)
-    width = len(header)
-    if target is None:
-        col = width - 1
-    elif target in header:
-        col = header.index(target)
-    elif target.lstrip("-").isdigit() and -width <= int(target) < width:
-        col = int(target) % width
-    else:
-        raise UserError(f"--target {target!r} is not a column of {path} (columns: {', '.join(header)})")
-    X = _numeric_columns(path, header, body, [j for j in range(width) if j != col])
-    raw = [row[col].strip() for row in body]
-    y = np.array([float(v) for v in raw]) if all(_is_number(v) for v in raw) else np.array(raw)
-    return X, y, [h for j, h in enumerate(header) if j != col], header[col]
-
-
-def _load_data(path, target):
+def _load_npz(path, target):
     if not os.path.exists(path):
         raise UserError(f"no such file: {path}")
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            y_key = target or "y"
-            missing = [k for k in ("X", y_key) if k not in data.files]
-            if missing:
-                raise UserError(f"{path} lacks array(s) {missing}; it has {data.files}")
-            X, y = data["X"], data[y_key]
-        return X, y, None, y_key
-    if path.endswith((".csv", ".txt")):
-        return _read_csv(path, target)
-    raise UserError(f"{path}: expected a .csv or .npz file")
+    with np.load(path, allow_pickle=False) as data:
+        y_key = target or "y"
+        missing = [k for k in ("X", y_key) if k not in data.files]
+        if missing:
+            raise UserError(f"{path} lacks array(s) {missing}; it has {data.files}")
+        return data["X"], data[y_key]
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr():
+    """Warnings (unseen categories) as one ``fastopt: warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"fastopt: warning: {w.message}", file=sys.stderr)
 
 
 def _is_classification(y, task):
@@ -211,20 +232,9 @@ def _train(args):
                    Trainer, optim, save, threads)
     from .datasets import load_digits, train_test_split
 
-    if args.data is None:
-        X, y = load_digits()
-        features, target, source = [f"pixel_{i}" for i in range(64)], "digit", \
-            "UCI handwritten digits (bundled, 1797 x 64)"
-    else:
-        X, y, features, target = _load_data(args.data, args.target)
-        source = args.data
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise UserError(f"{source}: need at least one feature column, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise UserError(f"{source}: the features contain missing, NaN or infinite values")
-    if not 0.0 < args.test_fraction < 1.0:
-        raise UserError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    for flag, value in (("--test-fraction", args.test_fraction),):
+        if not 0.0 < value < 1.0:
+            raise UserError(f"{flag} must be in (0, 1), got {value}")
     if not 0.0 <= args.validation_split < 1.0:
         raise UserError(f"--validation-split must be in [0, 1), got {args.validation_split}")
     if not 0.0 <= args.dropout < 1.0:
@@ -233,21 +243,73 @@ def _train(args):
         raise UserError("--early-stopping needs --validation-split (it watches validation loss)")
     if args.schedule == "plateau" and not args.validation_split:
         raise UserError("--schedule plateau needs --validation-split (it watches validation loss)")
-    classify = _is_classification(y, args.task)
+    table = encoder = None
+    id_column = None
+    if args.data is None:
+        X, y = load_digits()
+        features, target, source = [f"pixel_{i}" for i in range(64)], "digit", \
+            "UCI handwritten digits (bundled, 1797 x 64)"
+    elif args.data.endswith(".npz"):
+        X, y = _load_npz(args.data, args.target)
+        features, target, source = None, args.target or "y", args.data
+    else:
+        from .datasets.tabular import TabularEncoder, target_values
+
+        table = _read_user_table(args.data)
+        source = table.source
+        target = _column_name(table, args.target, "--target") if args.target is not None \
+            else table.names[-1]
+        if args.id is not None:
+            id_column = _column_name(table, args.id, "--id")
+            if id_column == target:
+                raise UserError(f"--id {args.id!r} is the target column")
+        columns = [n for n in table.names if n not in (target, id_column)]
+        y = target_values(table, target)
+        encoder = TabularEncoder(impute=args.impute, unseen=args.unseen,
+                                 categorical=args.categorical)
+        X = None
+    if args.data is not None and table is None and (args.impute or args.categorical):
+        raise UserError("--impute and --categorical apply to tables (.csv, .parquet), "
+                        "not to .npz arrays")
+    classify = _is_classification(np.asarray(y), args.task)
     if classify:
         classes, y = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise UserError(f"{source}: the target has a single class ({classes[0]!r})")
+        if classes.dtype.kind == "f" and np.all(classes == np.round(classes)):
+            classes = classes.astype(np.int64)   # labels 0/1, not 0.0/1.0
     else:
-        y = y.astype(np.float64)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_fraction, seed=args.seed,
-                                                        stratify=classify)
-    std = X_train.std(axis=0)
-    std[std == 0] = 1.0
+        y = np.asarray(y).astype(np.float64)
+    if table is not None:
+        rows = np.arange(len(table))
+        train_rows, test_rows, y_train, y_test = train_test_split(
+            rows, y, args.test_fraction, seed=args.seed, stratify=classify)
+        # Kinds and categories from the whole file; fill values and scaling from the
+        # training split only.
+        encoder.fit(table, columns, rows=train_rows)
+        X_train = encoder.transform(table.take(train_rows))
+        X_test = encoder.transform(table.take(test_rows))
+        features = encoder.feature_names()
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] == 0:
+            raise UserError(f"{source}: need at least one feature column, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise UserError(f"{source}: the features contain missing, NaN or infinite values")
+        X_train, X_test, y_train, y_test = train_test_split(X, y, args.test_fraction,
+                                                            seed=args.seed, stratify=classify)
+        if features is None:
+            features = [f"x{j}" for j in range(X.shape[1])]
+    n_inputs = X_train.shape[1]
+    if encoder is not None:
+        mean, std = encoder.scaling(X_train)
+    else:
+        mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+        std[~(std > 0)] = 1.0
     n_out = len(classes) if classify else 1
     # The training split's statistics become the model's first layer: a saved model then
     # takes raw features.
-    layers = [Standardize(X_train.mean(axis=0), std)]
+    layers = [] if args.no_standardize else [Standardize(mean, std)]
     for width in args.hidden:
         if args.batch_norm:
             layers += [Dense(width), BatchNorm(), Activation(args.activation)]
@@ -265,7 +327,11 @@ def _train(args):
         metadata["classes"] = classes.tolist()
     else:
         metadata["target_mean"], metadata["target_scale"] = y_mean, y_std
-    model = Sequential(layers, input_dim=X.shape[1], dtype=args.dtype, seed=args.seed,
+    if encoder is not None:
+        metadata["tabular"] = encoder.to_config()
+    if id_column is not None:
+        metadata["id"] = id_column
+    model = Sequential(layers, input_dim=n_inputs, dtype=args.dtype, seed=args.seed,
                        metadata=metadata)
     lr = args.lr if args.lr is not None else _DEFAULT_LR.get(args.optimizer)
     kwargs = {} if lr is None else {"lr": lr}
@@ -278,7 +344,7 @@ def _train(args):
                       metrics=["accuracy"] if classify else ["r2"], callbacks=callbacks)
     print(f"fastopt: {source}: {len(X_train)} train / {len(X_test)} test rows, "
           f"{'%d classes' % n_out if classify else 'regression'}; model "
-          f"{X.shape[1]}-{'-'.join(map(str, args.hidden))}-{n_out} {args.activation}"
+          f"{n_inputs}-{'-'.join(map(str, args.hidden))}-{n_out} {args.activation}"
           f"{' +BN' if args.batch_norm else ''}{f' +dropout {args.dropout}' if args.dropout else ''}, "
           f"{args.optimizer} lr={opt.lr}, {model.n_params} parameters")
     with threads(args.threads or threads_default()):
@@ -315,25 +381,46 @@ def _load_model(path):
 
 
 def _predict(args):
-    from scipy.special import softmax
+    from scipy.special import expit, softmax
 
     model = _load_model(args.model)
     meta = model.metadata
-    if not os.path.exists(args.data):
-        raise UserError(f"no such file: {args.data}")
+    ids = id_name = None
     if args.data.endswith(".npz"):
+        if args.id is not None:
+            raise UserError("--id needs a table (.csv, .parquet), not an .npz")
+        if not os.path.exists(args.data):
+            raise UserError(f"no such file: {args.data}")
         with np.load(args.data, allow_pickle=False) as data:
             if "X" not in data.files:
                 raise UserError(f"{args.data} has no array X; it has {data.files}")
             X = data["X"]
     else:
-        header, body = _read_table(args.data)
-        names = meta.get("features")
-        if names and set(names) <= set(header):
-            columns = [header.index(n) for n in names]
-        else:
-            columns = [j for j, h in enumerate(header) if h != meta.get("target")]
-        X = _numeric_columns(args.data, header, body, columns)
+        from .datasets.tabular import TabularEncoder, as_numbers
+
+        table = _read_user_table(args.data)
+        if args.id is not None:
+            id_name = _column_name(table, args.id, "--id")
+        elif meta.get("id") in table.columns:
+            id_name = meta["id"]
+        if id_name is not None:
+            ids = table.column(id_name).tolist()
+        if "tabular" in meta:
+            encoder = TabularEncoder.from_config(meta["tabular"])
+            with _warnings_to_stderr():
+                X = encoder.transform(table, unseen=args.unseen)
+        else:   # a model trained on numeric features only (an .npz, or before tables)
+            names = meta.get("features")
+            if names and set(names) <= set(table.names):
+                columns = names
+            else:
+                columns = [h for h in table.names if h not in (meta.get("target"), id_name)]
+            X = np.empty((len(table), len(columns)))
+            for j, name in enumerate(columns):
+                values = as_numbers(table.column(name))
+                if values is None:
+                    raise UserError(f"column {name!r} of {table.source} is not numeric")
+                X[:, j] = values
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != model.input_dim:
         raise UserError(f"{args.data} has {X.shape[-1] if X.ndim else 0} feature columns; the "
@@ -341,24 +428,51 @@ def _predict(args):
     if not np.isfinite(X).all():
         raise UserError(f"{args.data}: the features contain missing, NaN or infinite values")
     out = model.predict(X).astype(np.float64)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.writer(f)
-        if meta.get("task") == "classification":
-            classes = meta.get("classes") or list(range(model.output_dim))
-            if args.proba:
-                writer.writerow([f"p_{c}" for c in classes])
-                writer.writerows(softmax(out, axis=1).tolist())
-            else:
-                writer.writerow([meta.get("target", "prediction")])
-                writer.writerows([[classes[i]] for i in out.argmax(axis=1)])
+    if meta.get("task") == "classification":
+        classes = meta.get("classes") or list(range(max(2, model.output_dim)))
+        if args.proba:
+            P = expit(out) if model.output_dim == 1 else softmax(out, axis=1)
+            header = [f"p_{c}" for c in (classes[1:] if model.output_dim == 1 else classes)]
+            rows = P.tolist()
         else:
-            if args.proba:
-                raise UserError("--proba needs a classification model")
-            values = out * meta.get("target_scale", 1.0) + meta.get("target_mean", 0.0)
-            writer.writerow([meta.get("target", f"output_{k}") if model.output_dim == 1
-                             else f"output_{k}" for k in range(model.output_dim)])
-            writer.writerows(values.tolist())
-    print(f"wrote {len(out)} predictions to {args.out}")
+            index = (out[:, 0] > 0).astype(int) if model.output_dim == 1 else out.argmax(axis=1)
+            header = [meta.get("target", "prediction")]
+            rows = [[classes[i]] for i in index]
+    else:
+        if args.proba:
+            raise UserError("--proba needs a classification model")
+        values = out * meta.get("target_scale", 1.0) + meta.get("target_mean", 0.0)
+        header = [meta.get("target", f"output_{k}") if model.output_dim == 1
+                  else f"output_{k}" for k in range(model.output_dim)]
+        rows = values.tolist()
+    if ids is not None:
+        header = [id_name] + header
+        rows = [[i] + r for i, r in zip(ids, rows)]
+    to_stdout = args.out == "-"
+    with (contextlib.nullcontext(sys.stdout) if to_stdout
+          else open(args.out, "w", newline="")) as f:
+        writer = csv.writer(f, lineterminator="\n") if to_stdout else csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    print(f"wrote {len(out)} predictions to {'stdout' if to_stdout else args.out}",
+          file=sys.stderr if to_stdout else sys.stdout)
+    return 0
+
+
+def _export(args):
+    from .export import export_onnx
+
+    model = _load_model(args.model)
+    proto = export_onnx(model, args.out, opset=args.opset, unseen=args.unseen)
+
+    def describe(values):
+        return ", ".join(v.name for v in values)
+
+    inputs = proto.graph.input
+    shown = describe(inputs) if len(inputs) <= 8 else \
+        f"{describe(inputs[:8])} and {len(inputs) - 8} more"
+    print(f"wrote {args.out}: ONNX opset {proto.opset_import[0].version}, "
+          f"{model.dtype.name}, inputs {shown}; outputs {describe(proto.graph.output)}")
     return 0
 
 
@@ -366,9 +480,17 @@ def _info(args):
     model = _load_model(args.model)
     print(f"{args.model}: fastopt model, {model.n_params} parameters, {model.dtype.name}, "
           f"{model.input_dim} inputs -> {model.output_dim} outputs")
-    for key in ("task", "target", "source", "classes"):
+    for key in ("task", "target", "source", "classes", "id"):
         if key in model.metadata:
             print(f"  {key}: {model.metadata[key]}")
+    tab = model.metadata.get("tabular")
+    if isinstance(tab, dict):
+        for col in tab.get("columns", []):
+            what = (f"categorical, {len(col.get('categories', []))} categories"
+                    if col.get("kind") == "categorical" else "numeric")
+            fill = f", missing -> {col['fill']!r}" if col.get("fill") is not None else ""
+            print(f"  column {col.get('name')!r}: {what}{fill}")
+        print(f"  unseen categories: {tab.get('unseen', 'warn')}")
     print(repr(model))
     return 0
 
@@ -382,8 +504,17 @@ def main(argv=None):
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "predict": _predict, "info": _info}[args.command](args)
-    except (UserError, ValueError, TypeError, FloatingPointError, OSError) as exc:
+        return {"train": _train, "predict": _predict, "export": _export,
+                "info": _info}[args.command](args)
+    except BrokenPipeError:
+        # The reader of a pipeline (`| head`) left: stop quietly, as shell tools do.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
+    except (UserError, ValueError, TypeError, FloatingPointError, OSError, ImportError) as exc:
         print(f"fastopt: error: {exc}", file=sys.stderr)
         return 2
     return 0
