@@ -78,3 +78,44 @@ def test_mismatched_teacher_is_rejected():
     with pytest.raises(ValueError, match="same inputs and classes"):
         fo.distill.Distiller(fo.Sequential([fo.Dense(3)], input_dim=5), fo.Sequential([fo.Dense(4)], input_dim=5),
                              fo.optim.SGD())
+
+
+def _small_models(seed=0):
+    teacher = fo.Sequential([fo.Dense(16, activation="relu"), fo.Dense(3)], input_dim=4,
+                            dtype="float64", seed=seed)
+    student = fo.Sequential([fo.Dense(8, activation="relu"), fo.Dense(3)], input_dim=4,
+                            dtype="float64", seed=seed + 1)
+    return teacher, student
+
+
+def test_evaluate_weighs_rows_by_sample_weight():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    y = rng.integers(0, 3, 40)
+    w = rng.uniform(0, 3, 40)
+    teacher, student = _small_models()
+    distiller = fo.distill.Distiller(student, teacher, fo.optim.SGD(lr=0.1))
+    got = distiller.evaluate(X, y, sample_weight=w)
+    z = student.predict(X)
+    rows = -log_softmax(z, axis=1)[np.arange(40), y]
+    np.testing.assert_allclose(got["loss"], np.sum(w * rows) / np.sum(w), rtol=1e-12)
+    hits = (z.argmax(axis=1) == y).astype(float)
+    np.testing.assert_allclose(got["accuracy"], np.sum(w * hits) / np.sum(w), rtol=1e-12)
+    assert got["loss"] != distiller.evaluate(X, y)["loss"]
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fit_never_writes_into_the_callers_targets(shuffle, precompute):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 4))
+    # Already in the (teacher logits, label) layout, float64 and C-contiguous: the form
+    # that is used without a copy.
+    y = np.zeros((30, 4))
+    y[:, 3] = rng.integers(0, 3, 30)
+    before = y.copy()
+    teacher, student = _small_models()
+    distiller = fo.distill.Distiller(student, teacher, fo.optim.SGD(lr=0.1),
+                                     precompute_teacher=precompute)
+    distiller.fit(X, y, epochs=2, batch_size=8, shuffle=shuffle, verbose=0)
+    np.testing.assert_array_equal(y, before)

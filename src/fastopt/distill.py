@@ -1,6 +1,6 @@
 """Knowledge distillation: train a student from a trained teacher's softened outputs.
 
-Loss (Hinton et al., CONTRACT.md): ``α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(z_s, y)``.
+Loss (Hinton et al. 2015): ``α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(z_s, y)``.
 The teacher's logits are computed batch by batch in evaluation mode, or once for the whole
 training set with ``precompute_teacher=True`` (faster when the teacher is big and the data
 fits in memory twice).
@@ -119,8 +119,9 @@ class Distiller(Trainer):
         if y.ndim == 2 and y.shape[1] == self.model.output_dim + 1:  # prepared (teacher, label)
             y = y[:, -1]
         labels = self._hard_loss.prepare_targets(y, self.model.output_dim, self.model.dtype)
+        W = self._weights(labels, sample_weight, None, labels.shape[0])
         out = self.model.predict(X, batch_size=batch_size)
-        value, _ = self._hard_loss(out, labels)
+        value, _ = self._hard_loss(out, labels, W)
         acc = get_metric("accuracy")
-        acc.update(out, labels)
+        acc.update(out, labels, W)
         return {"loss": value, "accuracy": acc.result()}

@@ -56,9 +56,7 @@ class Loss:
             scale = self.scale_for(pred.shape[0], weights)
         if weights is None:
             weights = ones
-        value = self._kernel_call(pred, target, weights, scale, dpred, row_loss)
-        self.last_row_loss = row_loss
-        return value, dpred
+        return self._kernel_call(pred, target, weights, scale, dpred, row_loss), dpred
 
     def prepare_targets(self, y, n_outputs, dtype):
         raise NotImplementedError
@@ -79,7 +77,9 @@ def _numeric(y, name="y"):
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax cross-entropy from logits (CONTRACT.md), mean over the batch.
+    """Softmax cross-entropy from logits, the (weighted) mean over the batch:
+    ℓᵢ = logsumexp(zᵢ) − Σₖ tᵢₖ·zᵢₖ (t: one-hot label smoothed by ε, or the target
+    probabilities), ∂ℓᵢ/∂zᵢ = softmax(zᵢ)·Σₖtᵢₖ − tᵢ.
 
     Targets: integer class labels in [0, K), or a (n, K) matrix of probabilities.
     ``label_smoothing`` ε mixes the one-hot target with the uniform distribution.
@@ -152,7 +152,8 @@ def _as_float_targets(y, n_outputs, dtype, loss_name):
 
 
 class BinaryCrossEntropy(Loss):
-    """Binary cross-entropy from logits (CONTRACT.md); targets in [0, 1], one column per output."""
+    """Binary cross-entropy from logits, targets y in [0, 1], one column per output:
+    ℓᵢ = (1/K)·Σₖ [max(z,0) − z·y + log(1 + e^(−|z|))], ∂ℓᵢ/∂z = (σ(z) − y)/K."""
 
     name = "binary_cross_entropy"
     is_classification = True
@@ -172,7 +173,7 @@ class BinaryCrossEntropy(Loss):
 
 
 class MeanSquaredError(Loss):
-    """Mean squared error over all outputs (CONTRACT.md)."""
+    """Mean squared error over all outputs: ℓᵢ = (1/K)·Σₖ (ŷ − y)², ∂ℓᵢ/∂ŷ = 2(ŷ − y)/K."""
 
     name = "mse"
 

@@ -8,7 +8,7 @@ Two ways to drive an optimizer:
    steps itself.
 
 Every optimizer conditions the gradient the same way, inside its single pass and in
-this order (CONTRACT.md; torch.optim for ``maximize`` and weight decay):
+this order (torch.optim's, ``maximize`` and weight decay included):
 
 .. code-block:: text
 

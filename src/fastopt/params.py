@@ -28,7 +28,7 @@ class Slot:
     shape: tuple
     offset: int       # in elements, from the start of the arena
     size: int
-    decay: bool       # subject to weight decay / L1 by default (CONTRACT.md)
+    decay: bool       # subject to weight decay / L1 (default: weights yes; biases, BN no)
 
     @property
     def key(self):
@@ -116,10 +116,3 @@ class ParamArena:
         slot = self._by_key[key]
         return self.grad[slot.offset:slot.offset + slot.size].reshape(slot.shape)
 
-    def decay_mask(self):
-        """1 where weight decay / L1 apply by default, 0 elsewhere (padding included)."""
-        mask = np.zeros(self._size, dtype=self.dtype)
-        for slot in self.slots:
-            if slot.decay:
-                mask[slot.offset:slot.offset + slot.size] = 1
-        return mask

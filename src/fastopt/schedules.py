@@ -1,4 +1,4 @@
-r"""Learning-rate schedules (formulas in CONTRACT.md).
+r"""Learning-rate schedules (the formulas are below).
 
 A schedule is a small object. The closed-form ones have ``lr_at(t)``, a pure function
 of ``t`` (the number of steps or epochs completed, from 0), and ``step(optimizer, t)``,
@@ -351,10 +351,6 @@ class ReduceOnPlateau:
                 optimizer.lr = new
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-
-    @property
-    def in_cooldown(self):
-        return self.cooldown_counter > 0
 
     def _params(self):
         return {"factor": self.factor, "patience": self.patience, "min_delta": self.min_delta,

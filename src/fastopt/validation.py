@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 
-def as_matrix(X, dtype, name="X", n_features=None, allow_empty=False):
+def as_matrix(X, dtype, name="X", n_features=None):
     """X as a C-contiguous 2-D array of ``dtype``, checked to be finite."""
     if X is None:
         raise ValueError(f"{name} is None; expected a 2-D numeric array")
@@ -26,7 +26,7 @@ def as_matrix(X, dtype, name="X", n_features=None, allow_empty=False):
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {arr.shape}"
                          + ("; reshape a single sample with X.reshape(1, -1)" if arr.ndim == 1 else ""))
-    if not allow_empty and arr.shape[0] == 0:
+    if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: it has 0 samples")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, but the model expects {n_features}")
@@ -37,9 +37,7 @@ def as_matrix(X, dtype, name="X", n_features=None, allow_empty=False):
     return out
 
 
-def check_positive_int(value, name, allow_none=False):
-    if value is None and allow_none:
-        return None
+def check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < 1:

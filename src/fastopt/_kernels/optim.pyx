@@ -1,7 +1,7 @@
 """Optimizer update kernels: one pass over the flat parameter arena per step.
 
 Each kernel reads p, g and its state once and writes p and the state once. The
-gradient is conditioned on the way in, in CONTRACT.md's order:
+gradient is conditioned on the way in, in torch.optim's order:
 
     g ← clamp(grad_scale·g, −clip, clip)          clipping (clip = +inf when off)
     g ← −g                                        maximize: folded into grad_scale's sign,
@@ -16,9 +16,10 @@ covering [0, n); weight decay, L1 and AdamW's decoupled shrink apply only where
 ``decay`` is non-zero. Threads cut [0, n) into equal cache-line-aligned chunks, and
 each walks the segments that overlap its chunk: one fork/join per step.
 
-Elementwise, and compiled without FMA contraction (-std=c11 implies
--ffp-contract=off), so the vector body and the scalar tail round identically and
-results are bitwise identical for any thread count.
+Elementwise: the vector body and the scalar tail compute each element with the same
+operations (multiply-adds are contracted to FMA in both, -ffp-contract=fast), and the
+thread chunks only decide which thread computes an element, so results are bitwise
+identical for any thread count.
 
 Vectorization: the per-element maths lives in ``_*_range`` inline functions called
 with literal flags, so gcc inlines one specialised loop per case with the branches
@@ -154,7 +155,7 @@ def sgd(floating[::1] p, const floating[::1] g, floating[::1] buf,
 
     The caller passes buf_decay = momentum and keep = 1 − dampening, except at the
     first step: buf_decay = 0, keep = 1 on a zero buffer give b ← g exactly
-    (CONTRACT.md). momentum = 0 is plain SGD: ``buf`` is not touched.
+    (torch.optim.SGD's first step). momentum = 0 is plain SGD: ``buf`` is not touched.
     """
     cdef Py_ssize_t n = p.shape[0], ci
     cdef int nt = threads_for(n, UPDATE_PER_THREAD)
