@@ -9,6 +9,7 @@ fits in memory twice).
 import numpy as np
 
 from ._kernels import loss as _loss
+from .buffers import RowBuffers
 from .losses import Loss, SoftmaxCrossEntropy
 from .train import Trainer
 
@@ -29,7 +30,10 @@ class DistillationLoss(Loss):
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         self.temperature = float(temperature)
         self.alpha = float(alpha)
-        self._labels = {}
+        # (labels, teacher logits, scratch) per (outputs, dtype)
+        self._labels = RowBuffers(lambda rows, key: (np.empty(rows, np.int64),
+                                                     np.empty((rows, key[0]), key[1]),
+                                                     np.empty((rows, key[0]), key[1])))
 
     def get_config(self):
         return {"temperature": self.temperature, "alpha": self.alpha}
@@ -47,12 +51,7 @@ class DistillationLoss(Loss):
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
         K = pred.shape[1]
-        key = pred.shape
-        bufs = self._labels.get(key)
-        if bufs is None:
-            bufs = self._labels[key] = (np.empty(pred.shape[0], np.int64), np.empty_like(pred),
-                                        np.empty_like(pred))
-        labels, teacher, scratch = bufs
+        labels, teacher, scratch = self._labels.get(pred.shape[0], (K, pred.dtype))
         np.copyto(labels, target[:, K], casting="unsafe")
         np.copyto(teacher, target[:, :K])
         return _loss.distillation(pred, teacher, labels, w, scale, self.temperature, self.alpha,
@@ -80,8 +79,8 @@ class Distiller(Trainer):
         self.teacher = teacher
         self.precompute_teacher = precompute_teacher
         self._hard_loss = SoftmaxCrossEntropy()
-        self._metric_labels = {}
-        self._targets = {}
+        self._metric_labels = RowBuffers(lambda rows, key: np.empty(rows, np.int64))
+        self._targets = RowBuffers(lambda rows, key: np.empty((rows, key[0]), key[1]))
 
     def _prepare(self, X, y, name_x="X", name_y="y"):
         X, T = super()._prepare(X, y, name_x, name_y)
@@ -93,8 +92,6 @@ class Distiller(Trainer):
 
     def _metric_target(self, tb):
         labels = self._metric_labels.get(tb.shape[0])
-        if labels is None:
-            labels = self._metric_labels[tb.shape[0]] = np.empty(tb.shape[0], np.int64)
         np.copyto(labels, tb[:, -1], casting="unsafe")
         return labels
 
@@ -102,9 +99,7 @@ class Distiller(Trainer):
         if self.precompute_teacher:
             return tb
         # The batch's own (teacher logits, label) rows: tb may be a view of the caller's y.
-        full = self._targets.get(tb.shape[0])
-        if full is None:
-            full = self._targets[tb.shape[0]] = np.empty(tb.shape, tb.dtype)
+        full = self._targets.get(tb.shape[0], (tb.shape[1], tb.dtype))
         full[:, -1] = tb[:, -1]
         plan = self.teacher.step_plan(xb.shape[0], training=False)
         plan.bind(xb)

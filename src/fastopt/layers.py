@@ -13,8 +13,8 @@ Every layer follows one protocol, which the model, the trainer and later layers 
     layer skip its input gradient; it then may return None). ``y`` and ``dx`` are the layer's own
     workspace buffers: valid until the layer's next call, overwritten after it.
 
-Workspaces are sized for the largest batch seen and served as row-views for smaller
-ones, cached per batch size, so a training loop allocates nothing after its first step.
+Workspaces (``fastopt.buffers.RowBuffers``) are sized for the largest batch seen and
+served as row views for smaller ones, cached per batch size.
 """
 
 import math
@@ -25,6 +25,7 @@ import numpy as np
 from ._kernels import dense as _dense
 from ._kernels import dropout as _dropout
 from ._kernels import norm as _norm
+from .buffers import RowBuffers
 
 __all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Standardize", "ACTIVATIONS"]
 
@@ -50,29 +51,6 @@ def _check_alpha(name, alpha):
         # The backward pass tells the branch by the output's sign: that needs alpha >= 0.
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     return float(alpha)
-
-
-class _Workspace:
-    """Buffers of ``capacity`` rows, with cached row-views per batch size."""
-
-    def __init__(self, make):
-        self._make = make          # rows -> dict of arrays
-        self._capacity = 0
-        self._full = {}
-        self._views = {}
-
-    def get(self, rows):
-        views = self._views.get(rows)
-        if views is None:
-            if rows > self._capacity:
-                self._capacity = rows
-                self._full = self._make(rows)
-                self._views.clear()
-            if len(self._views) >= 8:  # bounded: a stream of ever-new batch sizes
-                self._views.clear()
-            views = {name: buf[:rows] for name, buf in self._full.items()}
-            self._views[rows] = views
-        return views
 
 
 class Layer:
@@ -183,7 +161,7 @@ class Dense(Layer):
         self._reserve(arena, "W", (self.units, self.input_dim), default_decay=True)
         if self.use_bias:
             self._reserve(arena, "b", (self.units,), default_decay=False)
-        self._ws = _Workspace(self._make_buffers)
+        self._ws = RowBuffers(lambda rows, key: self._make_buffers(rows))
         return self.output_dim
 
     def bind(self, arena):
@@ -254,8 +232,8 @@ class Activation(Layer):
 
     def build(self, input_dim, dtype, arena):
         out = super().build(input_dim, dtype, arena)
-        self._ws = _Workspace(lambda rows: {"A": np.empty((rows, out), self.dtype),
-                                            "dZ": np.empty((rows, out), self.dtype)})
+        self._ws = RowBuffers(lambda rows, key: {"A": np.empty((rows, out), self.dtype),
+                                                 "dZ": np.empty((rows, out), self.dtype)})
         return out
 
     def stage(self, training):
@@ -318,7 +296,7 @@ class Dropout(Layer):
 
     def build(self, input_dim, dtype, arena):
         out = super().build(input_dim, dtype, arena)
-        self._ws = _Workspace(self._make_buffers)
+        self._ws = RowBuffers(lambda rows, key: self._make_buffers(rows))
         return out
 
     def _make_buffers(self, rows):
@@ -431,7 +409,7 @@ class BatchNorm(Layer):
         self._invstd = np.ones(d, np.float64)
         self._coef = np.empty((6, d), self.dtype)          # per-feature kernel scratch
         self._partial = np.empty((0, 4, d), np.float64)    # per-row-block partials, scratch
-        self._ws = _Workspace(self._make_buffers)
+        self._ws = RowBuffers(lambda rows, key: self._make_buffers(rows))
         return d
 
     def bind(self, arena):
@@ -523,8 +501,8 @@ class Standardize(Layer):
             raise ValueError(f"Standardize has {self.mean.shape[0]} features, its input {out}")
         self._mean = self.mean.astype(self.dtype)
         self._inv = (1.0 / self.scale).astype(self.dtype)
-        self._ws = _Workspace(lambda rows: {"Y": np.empty((rows, out), self.dtype),
-                                            "dX": np.empty((rows, out), self.dtype)})
+        self._ws = RowBuffers(lambda rows, key: {"Y": np.empty((rows, out), self.dtype),
+                                                 "dX": np.empty((rows, out), self.dtype)})
         return out
 
     def stage(self, training):

@@ -7,6 +7,7 @@ losses and its gradient with respect to the predictions (a buffer reused across 
 import numpy as np
 
 from ._kernels import loss as _loss
+from .buffers import RowBuffers
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MeanSquaredError",
            "get_loss", "LOSSES"]
@@ -19,18 +20,13 @@ class Loss:
     is_classification = False
 
     def __init__(self):
-        self._buffers = {}
+        # (d loss / d pred, per-row losses, unit weights) per (outputs, dtype)
+        self._buffers = RowBuffers(lambda rows, key: (np.empty((rows, key[0]), key[1]),
+                                                      np.empty(rows, np.float64),
+                                                      np.ones(rows, key[1])))
 
     def _get_buffers(self, pred):
-        key = (pred.shape, pred.dtype)
-        bufs = self._buffers.get(key)
-        if bufs is None:
-            if len(self._buffers) >= 8:
-                self._buffers.clear()
-            n = pred.shape[0]
-            bufs = (np.empty_like(pred), np.empty(n, np.float64), np.ones(n, pred.dtype))
-            self._buffers[key] = bufs
-        return bufs
+        return self._buffers.get(pred.shape[0], (pred.shape[1], pred.dtype))
 
     @staticmethod
     def scale_for(n, weights):

@@ -6,6 +6,8 @@ where sample weights are given (weighted mean over samples).
 
 import numpy as np
 
+from .buffers import RowBuffers
+
 __all__ = ["get_metric", "METRICS"]
 
 
@@ -19,13 +21,10 @@ class Metric:
     def reset(self):
         self._sum = 0.0
         self._weight = 0.0
-        self._buffers = {}
+        self._buffers = RowBuffers(lambda rows, key: np.empty((rows,) + key[1], key[2]))
 
-    def _buffer(self, key, shape, dtype):
-        buf = self._buffers.get(key)
-        if buf is None or buf.shape[0] < shape[0]:
-            buf = self._buffers[key] = np.empty(shape, dtype)
-        return buf[:shape[0]]
+    def _buffer(self, name, shape, dtype):
+        return self._buffers.get(shape[0], (name, tuple(shape[1:]), np.dtype(dtype)))
 
     def _accumulate(self, per_row, weights):
         if weights is None:
