@@ -115,8 +115,7 @@ if hasattr(errno, "EDQUOT"):
 def _save_error(exc, path, existed):
     cause = _SAVE_CAUSES.get(exc.errno, exc.strerror or str(exc))
     kept = (f"the previous {path} is untouched" if existed else "nothing was written")
-    return OSError(exc.errno, f"could not save {path}: {cause} [{exc.strerror}]; {kept}",
-                   path)
+    return OSError(exc.errno, f"could not save {path}: {cause} ({exc.strerror}); {kept}")
 
 
 def _tmp_prefix(path):

@@ -7,8 +7,6 @@ end of the current step and returns the History with the model consistent.
 """
 
 import math
-import signal
-import threading
 import time
 
 import numpy as np
@@ -17,6 +15,7 @@ from .callbacks import Callback, ProgressBar
 from .losses import get_loss
 from .metrics import get_metric
 from ._kernels.optim import norm_blocks, sum_squares
+from ._signals import _InterruptFlag
 from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
 from .validation import as_matrix, check_positive_int, check_same_length, check_seed
@@ -98,29 +97,6 @@ class _BatchGatherer:
             # mode="clip": indices come from a permutation; "raise" would buffer (allocate).
             np.take(src, idx, axis=0, out=dst, mode="clip")
         return views
-
-
-class _InterruptFlag:
-    """Turns the first Ctrl-C during fit into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.raised:  # a second Ctrl-C: the user insists
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
 
 
 class Trainer:
