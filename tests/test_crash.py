@@ -98,7 +98,14 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoint(tmp_path):
         line = proc.stdout.readline()   # the child has loaded the checkpoint and starts fitting
         assert line.startswith('{"start"'), line + proc.stderr.read()
         resumes += 1
-        time.sleep(rng.uniform(0.0, 0.25))
+        if kills % 2:
+            time.sleep(rng.uniform(0.0, 0.25))   # any moment
+        else:                                      # aimed: somewhere inside a write
+            before = set(_temporaries(tmp_path))
+            t_end = time.monotonic() + 2.0
+            while time.monotonic() < t_end and not set(_temporaries(tmp_path)) - before:
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0.0, 0.01))
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         proc.stdout.close()
