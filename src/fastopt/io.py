@@ -304,6 +304,8 @@ def _read_member(z, info, path, name):
                                 "fastopt files hold numbers only and never unpickle")
         if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
             raise _refuse(path, f"array {name!r} has dtype {dtype}, not a plain number type")
+        if any(int(s) < 0 for s in shape):
+            raise _refuse(path, f"array {name!r} declares a negative dimension {tuple(shape)}")
         count = math.prod(int(s) for s in shape)
         nbytes = count * dtype.itemsize
         header_len = fp.tell()
