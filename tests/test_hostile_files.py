@@ -315,6 +315,18 @@ def test_a_recompressed_genuine_file_still_loads(hostile, tmp_path):
     assert a.step_count == b.step_count
 
 
+def test_read_npz_reads_data_files_with_the_same_checks(hostile, tmp_path):
+    data = tmp_path / "data.npz"
+    np.savez(data, X=np.arange(6.0).reshape(2, 3), y=np.array([0, 1]))
+    arrays = fio.read_npz(data)
+    np.testing.assert_array_equal(arrays["X"], np.arange(6.0).reshape(2, 3))
+    cases, _ = hostile
+    for case in ("zip_bomb", "object_array", "header_claims_terabytes", "symlink", "fifo"):
+        path, kwargs = next((p, k) for c, p, _, k in cases if c == case)
+        with pytest.raises(ValueError, match=re.escape(path)):
+            fio.read_npz(path, **kwargs)
+
+
 def test_a_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         fo.load(tmp_path / "missing.npz")

@@ -43,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-__all__ = ["save", "load", "MAX_BYTES", "MAX_DESCRIPTION_BYTES", "MAX_MEMBERS", "VERSION"]
+__all__ = ["save", "load", "read_npz", "MAX_BYTES", "MAX_DESCRIPTION_BYTES", "MAX_MEMBERS", "VERSION"]
 
 FORMAT = "fastopt"
 VERSION = 1
@@ -329,7 +329,15 @@ def _read_member(z, info, path, name):
     return np.ascontiguousarray(arr)
 
 
-def _read(path, max_bytes=None):
+def read_npz(path, max_bytes=None):
+    """The arrays of a plain ``.npz`` (a data file, not a model) with ``load``'s safety:
+    regular file only, numeric dtypes only, headers checked against member sizes, at most
+    ``max_bytes`` (default ``MAX_BYTES``) inflated. Returns {name: array}."""
+    path = os.fspath(path)
+    return _read(path, max_bytes, description=False)[1]
+
+
+def _read(path, max_bytes=None, description=True):
     max_bytes = MAX_BYTES if max_bytes is None else int(max_bytes)
     f = _open_regular(path)
     try:
@@ -356,6 +364,9 @@ def _read(path, max_bytes=None):
                 raise _refuse(path, f"its arrays would inflate to {total:,} bytes, over the limit "
                                     f"of {max_bytes:,} (fastopt.io.MAX_BYTES, or load(path, "
                                     "max_bytes=...)); refused unread (a zip bomb?)")
+            if not description:
+                return None, {i.filename[:-4]: _read_member(z, i, path, i.filename[:-4])
+                              for i in infos}
             meta_info = next((i for i in infos if i.filename == _META + ".npy"), None)
             if meta_info is None:
                 raise _refuse(path, "is not a fastopt file: it has no fastopt description")
