@@ -139,7 +139,14 @@ class Checkpoint(Callback):
 
     ``path`` may contain ``{epoch}``. Every ``every_n_epochs`` epochs, or only when
     ``monitor`` improves with ``save_best_only``. Also saves when training is interrupted
-    (Ctrl-C), so the run can be resumed with ``fastopt.load(path).fit(...)``.
+    (Ctrl-C or SIGTERM: after the step in progress, before a SIGTERM ends the process), so
+    the run can be resumed with ``fastopt.load(path).fit(...)``; with ``save_best_only``
+    the best file is kept as it is instead.
+
+    Each save is atomic (``fastopt.save``): killed at any moment, even mid-write, the file
+    on disk is the previous complete checkpoint. A save that fails (disk full, read-only
+    folder) raises ``OSError`` naming the path and the cause, ending ``fit``, and leaves
+    the previous checkpoint untouched.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, every_n_epochs=1,

@@ -8,8 +8,6 @@ end of the current step and returns the History with the model consistent.
 """
 
 import math
-import signal
-import threading
 import time
 
 import numpy as np
@@ -18,6 +16,7 @@ from .callbacks import Callback, ProgressBar
 from .layers import BatchNorm
 from .losses import get_loss
 from .metrics import get_metric
+from ._signals import _InterruptFlag
 from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
 from .validation import as_matrix, check_positive_int, check_same_length, check_seed
@@ -82,27 +81,6 @@ class History:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
 
-class _InterruptFlag:
-    """Turns the first Ctrl-C during fit into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.raised:  # a second Ctrl-C: the user insists
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
 
 
 class Trainer:
