@@ -178,12 +178,23 @@ def _column_name(table, text, what):
 def _load_npz(path, target):
     if not os.path.exists(path):
         raise UserError(f"no such file: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        y_key = target or "y"
-        missing = [k for k in ("X", y_key) if k not in data.files]
-        if missing:
-            raise UserError(f"{path} lacks array(s) {missing}; it has {data.files}")
-        return data["X"], data[y_key]
+    data = _read_data_npz(path)
+    y_key = target or "y"
+    missing = [k for k in ("X", y_key) if k not in data]
+    if missing:
+        raise UserError(f"{path} lacks array(s) {missing}; it has {sorted(data)}")
+    return data["X"], data[y_key]
+
+
+def _read_data_npz(path):
+    """A data file's arrays with fastopt.load's checks (no pickles, sizes checked before
+    inflating, at most fastopt.io.MAX_BYTES)."""
+    from .io import read_npz
+
+    try:
+        return read_npz(path)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -349,11 +360,15 @@ def _train(args):
           f"{args.optimizer} lr={opt.lr}, {model.n_params} parameters")
     with threads(args.threads or threads_default()):
         start = time.perf_counter()
-        trainer.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                    validation_split=args.validation_split or None, seed=args.seed,
-                    verbose=0 if args.quiet else 1,
-                    drop_last=args.batch_norm and len(X_train) % args.batch_size == 1)
+        history = trainer.fit(X_train, y_train, epochs=args.epochs,
+                              batch_size=args.batch_size,
+                              validation_split=args.validation_split or None, seed=args.seed,
+                              verbose=0 if args.quiet else 1,
+                              drop_last=args.batch_norm and len(X_train) % args.batch_size == 1)
         elapsed = time.perf_counter() - start
+    if history.interrupted:
+        print(f"fastopt: interrupted (Ctrl-C) after {trainer.epoch} epoch(s); the model is "
+              "the one of the last finished step", file=sys.stderr)
     if classify:
         acc = trainer.evaluate(X_test, y_test)["accuracy"]
         print(f"held-out accuracy: {acc:.4f} on {len(X_test)} samples "
@@ -367,7 +382,7 @@ def _train(args):
     if args.save:
         save(model, args.save)
         print(f"saved the model to {args.save}")
-    return 0
+    return 130 if history.interrupted else 0   # 128 + SIGINT, as a shell reports it
 
 
 def _load_model(path):
@@ -391,10 +406,10 @@ def _predict(args):
             raise UserError("--id needs a table (.csv, .parquet), not an .npz")
         if not os.path.exists(args.data):
             raise UserError(f"no such file: {args.data}")
-        with np.load(args.data, allow_pickle=False) as data:
-            if "X" not in data.files:
-                raise UserError(f"{args.data} has no array X; it has {data.files}")
-            X = data["X"]
+        data = _read_data_npz(args.data)
+        if "X" not in data:
+            raise UserError(f"{args.data} has no array X; it has {sorted(data)}")
+        X = data["X"]
     else:
         from .datasets.tabular import TabularEncoder, as_numbers
 
