@@ -7,7 +7,7 @@ import fastopt as fo
 from fastopt._kernels import dropout as _dropout
 from fastopt.layers import mask_bits_buffer
 
-from _reference import dropout_keep, philox4x32_10
+from reference import dropout_keep, philox4x32_10
 
 # Random123's known answers for Philox4x32-10 (kat_vectors): counter, key, output.
 KNOWN_ANSWERS = [

@@ -5,7 +5,7 @@ import fastopt as fo
 from fastopt._kernels import dense as _dense
 from fastopt._kernels import norm as _norm
 
-from _reference import bn_backward, bn_forward, dropout_keep
+from reference import bn_backward, bn_forward, dropout_keep
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}

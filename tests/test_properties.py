@@ -23,7 +23,7 @@ from fastopt._kernels.optim import norm_blocks, sum_squares
 from fastopt.layers import mask_bits_buffer
 from fastopt.threads import blas_single_thread
 
-from _reference import bn_backward, bn_forward, dropout_keep
+from reference import bn_backward, bn_forward, dropout_keep
 from reference import act, act_grad, bce, mse, softmax_xent, softmax_xent_proba
 from test_optim import CASES, Reference
 
