@@ -1,0 +1,215 @@
+/* One instantiation of the small-GEMM micro-kernel: included by gemm_micro.h once per
+ * (element type, instruction set) with these macros defined:
+ *
+ *   FO_T       float or double
+ *   FO_VBYTES  bytes in one vector (16: SSE / NEON / scalar lowering, 32: AVX2, 64: AVX-512)
+ *   FO_MR      rows of C held in registers (2 vectors of columns each)
+ *   FO_FN(x)   x with the instantiation's suffix appended
+ *   FO_TARGET  the function attribute that enables the instruction set, or nothing
+ *
+ * C (m×n, row-major, ld ldc) = alpha·op(A)·op(B) + beta·C, as BLAS defines it (beta = 0:
+ * C is not read). The vectors are GCC/clang vector extensions, so one source serves every
+ * instruction set: the target attribute decides what they compile to.
+ *
+ * Order of the sums: every C element is one chain of multiply-adds over p = 0, 1, … k−1
+ * in order, restarted every FO_KC terms (the chunk's sum is then added to C). It depends
+ * on the shapes only, never on the thread count or the tile a caller cut.
+ */
+
+#define FO_VL ((int)(FO_VBYTES / sizeof(FO_T)))
+#define FO_NR (2 * FO_VL)
+
+typedef FO_T FO_FN(vec) __attribute__((vector_size(FO_VBYTES)));
+
+static inline __attribute__((always_inline)) FO_TARGET FO_FN(vec)
+FO_FN(load)(const FO_T* p)
+{
+    FO_FN(vec) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline __attribute__((always_inline)) FO_TARGET void
+FO_FN(store)(FO_T* p, FO_FN(vec) v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* One MR×(NV·VL) block of C from kc terms: a(r, p) = a[r·ars + p·aps]; the B rows are
+ * bp + p·bs, NV·VL wide (packed and zero-padded past nr, or B itself). MR and NV are
+ * compile-time constants at every call site, so acc[][] lives in registers. */
+static inline __attribute__((always_inline)) FO_TARGET void
+FO_FN(block)(const int MR, const int NV, int kc,
+             const FO_T* restrict a, ptrdiff_t ars, ptrdiff_t aps,
+             const FO_T* restrict bp, ptrdiff_t bs,
+             FO_T* restrict c, ptrdiff_t ldc, int nr,
+             FO_T alpha, FO_T beta, int first)
+{
+    FO_FN(vec) acc[FO_MR][2];
+    const FO_FN(vec) zero = {0};
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+        acc[r][0] = zero;
+        acc[r][1] = zero;
+    }
+    for (int p = 0; p < kc; p++) {
+        const FO_FN(vec) b0 = FO_FN(load)(bp + p * bs);
+        const FO_FN(vec) b1 = NV > 1 ? FO_FN(load)(bp + p * bs + FO_VL) : zero;
+        const FO_T* ap = a + p * aps;
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            const FO_T x = ap[r * ars];
+            acc[r][0] += x * b0;
+            if (NV > 1)
+                acc[r][1] += x * b1;
+        }
+    }
+    if (nr == NV * FO_VL) {
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            FO_T* cr = c + r * ldc;
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) {
+                FO_FN(vec) out = alpha * acc[r][v];
+                if (!first)
+                    out += FO_FN(load)(cr + v * FO_VL);
+                else if (beta != 0)
+                    out += beta * FO_FN(load)(cr + v * FO_VL);
+                FO_FN(store)(cr + v * FO_VL, out);
+            }
+        }
+    } else {
+        /* Ragged right edge: through a buffer, element by element. */
+        FO_T tmp[FO_NR];
+        for (int r = 0; r < MR; r++) {
+            FO_T* cr = c + r * ldc;
+            FO_FN(store)(tmp, acc[r][0]);
+            FO_FN(store)(tmp + FO_VL, acc[r][1]);
+            for (int j = 0; j < nr; j++) {
+                FO_T out = alpha * tmp[j];
+                if (!first)
+                    out += cr[j];
+                else if (beta != 0)
+                    out += beta * cr[j];
+                cr[j] = out;
+            }
+        }
+    }
+}
+
+#define FO_BLOCK_CASE(R)                                                            \
+    case R:                                                                         \
+        if (nv == 2)                                                                \
+            FO_FN(block)(R, 2, kc, a, ars, aps, bp, bs, c, ldc, nr, alpha, beta, first); \
+        else                                                                        \
+            FO_FN(block)(R, 1, kc, a, ars, aps, bp, bs, c, ldc, nr, alpha, beta, first); \
+        break;
+
+/* mr (1..FO_MR) rows: one specialised block per row count, so no row is wasted. */
+static FO_TARGET void
+FO_FN(rows)(int mr, int nv, int kc, const FO_T* restrict a, ptrdiff_t ars, ptrdiff_t aps,
+            const FO_T* restrict bp, ptrdiff_t bs, FO_T* restrict c, ptrdiff_t ldc, int nr,
+            FO_T alpha, FO_T beta, int first)
+{
+    switch (mr) {
+        FO_BLOCK_CASE(1)
+        FO_BLOCK_CASE(2)
+        FO_BLOCK_CASE(3)
+        FO_BLOCK_CASE(4)
+#if FO_MR >= 6
+        FO_BLOCK_CASE(5)
+        FO_BLOCK_CASE(6)
+#endif
+#if FO_MR >= 8
+        FO_BLOCK_CASE(7)
+        FO_BLOCK_CASE(8)
+#endif
+#if FO_MR >= 12
+        FO_BLOCK_CASE(9)
+        FO_BLOCK_CASE(10)
+        FO_BLOCK_CASE(11)
+        FO_BLOCK_CASE(12)
+#endif
+        default:
+            break;
+    }
+}
+#undef FO_BLOCK_CASE
+
+/* op(B)[p0:p0+kc, j0:j0+nr] into bp (kc rows of w = NV·VL, zero past nr). */
+static FO_TARGET void
+FO_FN(pack_b)(FO_T* restrict bp, int w, const FO_T* restrict b, int tb, ptrdiff_t ldb,
+              int p0, int kc, int j0, int nr)
+{
+    if (tb) {
+        /* B is n×k: column j of op(B) is row j of B. Eight columns at a time, so eight
+         * rows of B stream together and each bp row is written in one piece. */
+        int j = 0;
+        for (; j + 8 <= nr; j += 8) {
+            const FO_T* s = b + (ptrdiff_t)(j0 + j) * ldb + p0;
+            for (int p = 0; p < kc; p++) {
+                FO_T* d = bp + (ptrdiff_t)p * w + j;
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; q++)
+                    d[q] = s[q * ldb + p];
+            }
+        }
+        for (; j < nr; j++) {
+            const FO_T* s = b + (ptrdiff_t)(j0 + j) * ldb + p0;
+            for (int p = 0; p < kc; p++)
+                bp[(ptrdiff_t)p * w + j] = s[p];
+        }
+    } else {
+        for (int p = 0; p < kc; p++)
+            memcpy(bp + (ptrdiff_t)p * w, b + (ptrdiff_t)(p0 + p) * ldb + j0,
+                   (size_t)nr * sizeof(FO_T));
+    }
+    if (nr < w)
+        for (int p = 0; p < kc; p++)
+            for (int j = nr; j < w; j++)
+                bp[(ptrdiff_t)p * w + j] = 0;
+}
+
+static FO_TARGET void
+FO_FN(gemm)(int ta, int tb, int m, int n, int k, FO_T alpha, const FO_T* a, int lda,
+            const FO_T* b, int ldb, FO_T beta, FO_T* c, int ldc)
+{
+    /* A row-major: a(i, p) = a[i·lda + p]; transposed (k×m): a[p·lda + i]. */
+    const ptrdiff_t ars = ta ? 1 : lda, aps = ta ? lda : 1;
+    FO_T bp[FO_KC * FO_NR] __attribute__((aligned(64)));
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                c[(ptrdiff_t)i * ldc + j] = beta != 0 ? beta * c[(ptrdiff_t)i * ldc + j] : 0;
+        return;
+    }
+    for (int p0 = 0; p0 < k; p0 += FO_KC) {
+        const int kc = k - p0 < FO_KC ? k - p0 : FO_KC;
+        const int first = p0 == 0;
+        for (int j0 = 0; j0 < n; j0 += FO_NR) {
+            const int nr = n - j0 < FO_NR ? n - j0 : FO_NR;
+            const int nv = nr > FO_VL ? 2 : 1;
+            const FO_T* panel;
+            ptrdiff_t bs;
+            if (!tb && nr == nv * FO_VL) {
+                /* Whole vectors of a row-major B: read it in place. */
+                panel = b + (ptrdiff_t)p0 * ldb + j0;
+                bs = ldb;
+            } else {
+                FO_FN(pack_b)(bp, nv * FO_VL, b, tb, ldb, p0, kc, j0, nr);
+                panel = bp;
+                bs = nv * FO_VL;
+            }
+            for (int i0 = 0; i0 < m; i0 += FO_MR) {
+                const int mr = m - i0 < FO_MR ? m - i0 : FO_MR;
+                FO_FN(rows)(mr, nv, kc, a + i0 * ars + p0 * aps, ars, aps, panel, bs,
+                            c + (ptrdiff_t)i0 * ldc + j0, ldc, nr, alpha, beta, first);
+            }
+        }
+    }
+}
+
+#undef FO_VL
+#undef FO_NR

@@ -1,0 +1,251 @@
+"""The GEMM backend and the build: ``set_gemm_backend``, ``get_gemm_backend``, ``show_config``.
+
+Every GEMM of fastopt's kernels goes through one entry point (``fastopt._kernels._gemm``)
+that sends small products to fastopt's own register-blocked micro-kernel and the others
+to a backend:
+
+* ``"openblas"``: scipy's OpenBLAS through ``scipy.linalg.cython_blas``; always present.
+* ``"mkl"``: Intel's MKL runtime (``libmkl_rt``), loaded at run time when the ``mkl``
+  wheel is installed (``pip install "fastopt[mkl]"``); ``cblas_sgemm``/``cblas_dgemm``
+  are called through function pointers, with MKL set to its sequential threading layer
+  (fastopt runs one single-threaded call per tile on its own OpenMP threads, so MKL never
+  starts threads of its own and Intel's OpenMP runtime is never loaded).
+* ``"auto"`` (the default): MKL when it is installed and loads, else OpenBLAS.
+
+The choice is read from ``FASTOPT_GEMM_BACKEND`` when fastopt is imported, and can be
+changed with :func:`set_gemm_backend` between (not during) kernel calls. Results are
+bitwise identical for any thread count with every backend: each tile of the fixed tile
+grid is one single-threaded call. They are not bitwise identical ACROSS backends (each
+sums in its own order), so a resumed run that must match bit for bit needs the same
+backend. ``FASTOPT_MKL_LIB`` may name the libmkl_rt file to load.
+"""
+
+import ctypes
+import glob
+import os
+import platform
+import sys
+import warnings
+
+from ._kernels import _gemm
+
+BACKENDS = ("openblas", "mkl", "auto")
+
+_MKL_INSTALL_HINT = 'pip install "fastopt[mkl]" (or: pip install mkl)'
+
+# MKL's named constants (mkl_service.h).
+_MKL_THREADING_SEQUENTIAL = 1
+_MKL_INTERFACE_LP64 = 0
+
+
+class _MKL:
+    """The loaded libmkl_rt, or why it could not be loaded."""
+
+    def __init__(self):
+        self.lib = None
+        self.path = None
+        self.error = None
+        self.version = None
+        self.threading = None
+        self._tried = False
+
+    def load(self):
+        if self._tried:
+            return self.lib is not None
+        self._tried = True
+        try:
+            self._load()
+        except OSError as exc:
+            self.lib, self.error = None, f"{self.path or 'libmkl_rt'}: {exc}"
+        return self.lib is not None
+
+    def _load(self):
+        candidates = _mkl_candidates()
+        if not candidates:
+            self.error = f"the mkl package is not installed ({_MKL_INSTALL_HINT})"
+            return
+        self.path = candidates[0]
+        lib = ctypes.CDLL(self.path, mode=getattr(os, "RTLD_LOCAL", 0))
+        # Before any other MKL call: the LP64 interface (32-bit ints, as declared in
+        # _gemm.pyx) and the sequential layer, so that each call stays on the calling
+        # thread and no second OpenMP runtime (libiomp5) enters the process.
+        lib.MKL_Set_Interface_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Interface_Layer.restype = ctypes.c_int
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+        lib.MKL_Set_Interface_Layer(_MKL_INTERFACE_LP64)
+        layer = lib.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
+        if layer != _MKL_THREADING_SEQUENTIAL:
+            # The layer was fixed earlier in this process: hold MKL to one thread.
+            lib.MKL_Set_Num_Threads(1)
+            self.threading = f"layer {layer}, 1 thread"
+        else:
+            self.threading = "sequential"
+        buf = ctypes.create_string_buffer(256)
+        lib.MKL_Get_Version_String(buf, len(buf))
+        self.version = buf.value.decode(errors="replace").strip()
+        sgemm = ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value
+        dgemm = ctypes.cast(lib.cblas_dgemm, ctypes.c_void_p).value
+        _gemm.set_mkl_pointers(sgemm, dgemm)
+        self.lib = lib
+
+
+def _mkl_candidates():
+    """Paths of libmkl_rt to try, best first."""
+    explicit = os.environ.get("FASTOPT_MKL_LIB")
+    if explicit:
+        return [explicit]
+    names = ("libmkl_rt.so*", "libmkl_rt*.dylib", "mkl_rt*.dll")
+    found = []
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        try:
+            dist = distribution("mkl")
+            for f in dist.files or ():
+                base = os.path.basename(str(f))
+                if base.startswith(("libmkl_rt.so", "mkl_rt")) or (
+                        base.startswith("libmkl_rt") and base.endswith(".dylib")):
+                    found.append(str(dist.locate_file(f)))
+        except PackageNotFoundError:
+            pass
+    except ImportError:  # pragma: no cover
+        pass
+    for root in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        for sub in ("lib", "Library/bin"):
+            for pattern in names:
+                found.extend(sorted(glob.glob(os.path.join(root, sub, pattern))))
+    found = [os.path.abspath(p) for p in found if os.path.isfile(p)]
+    return list(dict.fromkeys(found))
+
+
+_mkl = _MKL()
+_requested = "auto"
+
+
+def set_gemm_backend(name):
+    """Select the GEMM backend: ``"openblas"``, ``"mkl"`` or ``"auto"``.
+
+    ``"mkl"`` when MKL is not installed (or does not load) warns with the reason and
+    falls back to OpenBLAS. Returns the backend now in use. Not to be called while
+    another thread is inside a fastopt kernel.
+    """
+    global _requested
+    if name not in BACKENDS:
+        raise ValueError(f"unknown GEMM backend {name!r}; expected one of {BACKENDS}")
+    _requested = name
+    if name == "openblas":
+        _gemm.set_backend("openblas")
+    elif _mkl.load():
+        _gemm.set_backend("mkl")
+    else:
+        _gemm.set_backend("openblas")
+        if name == "mkl":
+            warnings.warn(f"GEMM backend 'mkl' is not available: {_mkl.error}; "
+                          f"using 'openblas'", RuntimeWarning, stacklevel=2)
+    return _gemm.get_backend()
+
+
+def get_gemm_backend():
+    """The GEMM backend in use: ``"openblas"`` or ``"mkl"``."""
+    return _gemm.get_backend()
+
+
+def _from_environment():
+    name = os.environ.get("FASTOPT_GEMM_BACKEND", "").strip().lower() or "auto"
+    if name not in BACKENDS:
+        warnings.warn(f"FASTOPT_GEMM_BACKEND={name!r} is not one of {BACKENDS}; "
+                      f"using 'auto'", RuntimeWarning, stacklevel=3)
+        name = "auto"
+    with warnings.catch_warnings():
+        if name == "mkl":
+            warnings.simplefilter("always")
+        set_gemm_backend(name)
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _openblas_info():
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the library fastopt calls)
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover
+        return {}
+    import scipy
+    scipy_dir = os.path.dirname(scipy.__file__)
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and info["filepath"].startswith(scipy_dir):
+            return {k: info.get(k) for k in
+                    ("internal_api", "version", "architecture", "threading_layer",
+                     "num_threads", "filepath")}
+    return {}
+
+
+def config():
+    """What :func:`show_config` prints, as a dict."""
+    import numpy
+    import scipy
+
+    from . import __version__
+    from ._kernels import _build_info
+    from .threads import get_num_threads
+
+    return {
+        "fastopt": __version__,
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "build": {
+            "cpu_baseline": _build_info.CPU_BASELINE,
+            "compiler": _build_info.COMPILER,
+            "openmp": _build_info.OPENMP,
+        },
+        "cpu": {
+            "model": _cpu_model(),
+            "machine": platform.machine(),
+            "micro_kernel_isa": _gemm.micro_isa(),
+        },
+        "gemm": {
+            "requested": _requested,
+            "backend": get_gemm_backend(),
+            "micro_kernel_limit": _gemm.get_micro_limit(),
+            "openblas": _openblas_info(),
+            "mkl": ({"version": _mkl.version, "path": _mkl.path, "threading": _mkl.threading}
+                    if _mkl.lib is not None else
+                    {"available": False, "reason": _mkl.error or "not loaded"}),
+            "reproducibility": "fixed tile grid, one single-threaded call per tile: "
+                               "bitwise identical for any thread count",
+        },
+        "threads": {"fastopt": get_num_threads()},
+    }
+
+
+def show_config(mode="stdout"):
+    """Print (or, with ``mode="dicts"``, return) versions, GEMM backend, instruction set
+    and threads, like ``numpy.show_config()``."""
+    cfg = config()
+    if mode == "dicts":
+        return cfg
+    if mode != "stdout":
+        raise ValueError("mode must be 'stdout' or 'dicts'")
+
+    def emit(d, indent=0):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                print(" " * indent + f"{key}:")
+                emit(value, indent + 2)
+            else:
+                print(" " * indent + f"{key}: {value}")
+
+    emit(cfg)
+
+
+_from_environment()
