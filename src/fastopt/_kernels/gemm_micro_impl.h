@@ -170,13 +170,86 @@ FO_FN(pack_b)(FO_T* restrict bp, int w, const FO_T* restrict b, int tb, ptrdiff_
                 bp[(ptrdiff_t)p * w + j] = 0;
 }
 
+/* op(A)ᵀ[p0:p0+kc, 0:m] of a transposed A (k×m, ld lda) into MR-row panels: panel q holds
+ * rows q·MR… of op(A) as kc × MR (zero past m), so a block reads one contiguous stream. */
+static FO_TARGET void
+FO_FN(pack_a)(FO_T* restrict ap, const FO_T* restrict a, ptrdiff_t lda, int p0, int kc, int m)
+{
+    /* Eight rows of A at a time, panel after panel: the eight source lines stay in L1
+     * while consecutive panels take their MR columns, and each panel gets 8·MR
+     * contiguous elements per visit. */
+    const int mfull = m - m % FO_MR;
+    for (int p = 0; p < kc; p += 8) {
+        const int pn = kc - p < 8 ? kc - p : 8;
+        for (int i0 = 0; i0 < mfull; i0 += FO_MR) {
+            FO_T* d = ap + (ptrdiff_t)i0 * kc + (ptrdiff_t)p * FO_MR;
+            for (int q = 0; q < pn; q++)
+                memcpy(d + q * FO_MR, a + (ptrdiff_t)(p0 + p + q) * lda + i0,
+                       FO_MR * sizeof(FO_T));
+        }
+        if (mfull < m) {
+            FO_T* d = ap + (ptrdiff_t)mfull * kc + (ptrdiff_t)p * FO_MR;
+            for (int q = 0; q < pn; q++) {
+                const FO_T* s = a + (ptrdiff_t)(p0 + p + q) * lda;
+                for (int r = 0; r < FO_MR; r++)
+                    d[q * FO_MR + r] = mfull + r < m ? s[mfull + r] : 0;
+            }
+        }
+    }
+}
+
+/* C (m×1) = alpha·A·x + beta·C for a row-major A: one dot product per row, vectorised
+ * along k (four rows at a time), lanes summed in lane order, then the ragged tail. */
+static FO_TARGET void
+FO_FN(gemv)(int m, int k, FO_T alpha, const FO_T* restrict a, ptrdiff_t lda,
+            const FO_T* restrict x, FO_T beta, FO_T* restrict c, ptrdiff_t ldc)
+{
+    const FO_FN(vec) zero = {0};
+    const int kv = k - k % FO_VL;
+    int i = 0;
+    for (; i < m; i += 4) {
+        const int rows = m - i < 4 ? m - i : 4;
+        FO_FN(vec) acc[4] = {zero, zero, zero, zero};
+        FO_T s[4];
+        if (rows == 4) {
+            for (int p = 0; p < kv; p += FO_VL) {
+                const FO_FN(vec) xv = FO_FN(load)(x + p);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++)
+                    acc[r] += FO_FN(load)(a + (i + r) * lda + p) * xv;
+            }
+        } else {
+            for (int r = 0; r < rows; r++)
+                for (int p = 0; p < kv; p += FO_VL)
+                    acc[r] += FO_FN(load)(a + (i + r) * lda + p) * FO_FN(load)(x + p);
+        }
+        for (int r = 0; r < rows; r++) {
+            FO_T lanes[FO_VL];
+            FO_T t = 0;
+            FO_FN(store)(lanes, acc[r]);
+            for (int l = 0; l < FO_VL; l++)
+                t += lanes[l];
+            for (int p = kv; p < k; p++)
+                t += a[(i + r) * lda + p] * x[p];
+            s[r] = t;
+        }
+        for (int r = 0; r < rows; r++) {
+            FO_T out = alpha * s[r];
+            if (beta != 0)
+                out += beta * c[(i + r) * ldc];
+            c[(i + r) * ldc] = out;
+        }
+    }
+}
+
 static FO_TARGET void
 FO_FN(gemm)(int ta, int tb, int m, int n, int k, FO_T alpha, const FO_T* a, int lda,
             const FO_T* b, int ldb, FO_T beta, FO_T* c, int ldc)
 {
     /* A row-major: a(i, p) = a[i·lda + p]; transposed (k×m): a[p·lda + i]. */
-    const ptrdiff_t ars = ta ? 1 : lda, aps = ta ? lda : 1;
+    ptrdiff_t ars = ta ? 1 : lda, aps = ta ? lda : 1;
     FO_T bp[FO_KC * FO_NR] __attribute__((aligned(64)));
+    FO_T* apack = NULL;
     if (m <= 0 || n <= 0)
         return;
     if (k <= 0) {
@@ -185,9 +258,31 @@ FO_FN(gemm)(int ta, int tb, int m, int n, int k, FO_T alpha, const FO_T* a, int 
                 c[(ptrdiff_t)i * ldc + j] = beta != 0 ? beta * c[(ptrdiff_t)i * ldc + j] : 0;
         return;
     }
+    if (n == 1 && !ta && (tb || ldb == 1 || k <= FO_KC * FO_NR)) {
+        const FO_T* x = b;
+        if (!tb && ldb != 1) {
+            for (int p = 0; p < k; p++)
+                bp[p] = b[(ptrdiff_t)p * ldb];
+            x = bp;
+        }
+        FO_FN(gemv)(m, k, alpha, a, lda, x, beta, c, ldc);
+        return;
+    }
+    if (ta && m >= FO_PACK_A_ROWS && n > FO_NR) {
+        const int mp = (m + FO_MR - 1) / FO_MR * FO_MR;
+        const int kc0 = k < FO_KC ? k : FO_KC;
+        apack = (FO_T*)malloc((size_t)mp * kc0 * sizeof(FO_T));
+    }
     for (int p0 = 0; p0 < k; p0 += FO_KC) {
         const int kc = k - p0 < FO_KC ? k - p0 : FO_KC;
         const int first = p0 == 0;
+        const FO_T* ablk = a + p0 * aps;
+        if (apack) {
+            FO_FN(pack_a)(apack, a, lda, p0, kc, m);
+            ablk = apack;
+            ars = 1;
+            aps = FO_MR;
+        }
         for (int j0 = 0; j0 < n; j0 += FO_NR) {
             const int nr = n - j0 < FO_NR ? n - j0 : FO_NR;
             const int nv = nr > FO_VL ? 2 : 1;
@@ -204,11 +299,13 @@ FO_FN(gemm)(int ta, int tb, int m, int n, int k, FO_T alpha, const FO_T* a, int 
             }
             for (int i0 = 0; i0 < m; i0 += FO_MR) {
                 const int mr = m - i0 < FO_MR ? m - i0 : FO_MR;
-                FO_FN(rows)(mr, nv, kc, a + i0 * ars + p0 * aps, ars, aps, panel, bs,
+                const FO_T* ai = apack ? ablk + (ptrdiff_t)i0 * kc : ablk + i0 * ars;
+                FO_FN(rows)(mr, nv, kc, ai, ars, aps, panel, bs,
                             c + (ptrdiff_t)i0 * ldc + j0, ldc, nr, alpha, beta, first);
             }
         }
     }
+    free(apack);
 }
 
 #undef FO_VL
