@@ -10,7 +10,13 @@ to a backend:
   are called through function pointers, with MKL set to its sequential threading layer
   (fastopt runs one single-threaded call per tile on its own OpenMP threads, so MKL never
   starts threads of its own and Intel's OpenMP runtime is never loaded).
-* ``"auto"`` (the default): MKL when it is installed and loads, else OpenBLAS.
+* ``"auto"`` (the default): MKL when it is installed, loads, and the CPU is Intel's (on
+  AMD, MKL measured slower than OpenBLAS); else OpenBLAS.
+
+Products of at most ``micro_kernel_limit`` multiply-adds (m·n·k of one tile) go to the
+micro-kernel whatever the backend; the limit depends on the instruction sets (see
+``_LIMIT_SAME_WIDTH``) and can be overridden with ``FASTOPT_GEMM_MICRO_LIMIT``
+(0: never).
 
 The choice is read from ``FASTOPT_GEMM_BACKEND`` when fastopt is imported, and can be
 changed with :func:`set_gemm_backend` between (not during) kernel calls. Results are
@@ -121,6 +127,72 @@ def _mkl_candidates():
 _mkl = _MKL()
 _requested = "auto"
 
+# Micro-kernel limits (multiply-adds m·n·k per call), measured with benchmarks/bench_gemm.py
+# on an AMD EPYC Zen 5 (2026-12-02), single-threaded calls:
+# - like for like (fastopt's AVX2 kernel against OpenBLAS's Haswell kernel) the micro-kernel
+#   was 1.3-2.0x faster at 32³-64³, 1.1-1.4x at 96³-128³, 1.0-1.1x at 192³-256³: it wins
+#   below 2^21 whatever the backend's kernel;
+# - where the micro-kernel has AVX-512 and the backend does not (OpenBLAS's Haswell/Zen
+#   kernels, MKL on non-Intel CPUs) it ran 1.7-2.1x faster at every tile shape of the
+#   workloads up to 512×512×512 and 512×256×2048, so it takes every product.
+_LIMIT_SAME_WIDTH = 1 << 21
+_LIMIT_WIDER = 1 << 40
+# OpenBLAS core names whose sgemm kernels have no AVX-512.
+_OPENBLAS_NARROW = frozenset({
+    "haswell", "zen", "sandybridge", "bulldozer", "piledriver", "steamroller", "excavator",
+    "nehalem", "core2", "penryn", "dunnington", "atom", "prescott", "barcelona", "opteron",
+})
+
+
+def _cpuinfo():
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "model name", "flags") and key not in info:
+                    info[key] = value.strip()
+                if len(info) == 3:
+                    break
+    except OSError:
+        pass
+    return info
+
+
+_openblas_arch = None
+
+
+def _backend_has_avx512(backend):
+    if backend == "mkl":
+        # MKL runs its AVX-512 kernels on Intel CPUs only (AVX2 ones on AMD: ~90 GFLOP/s
+        # on the Zen 5 above, where fastopt's AVX-512 kernel reached 190+).
+        info = _cpuinfo()
+        return info.get("vendor_id") == "GenuineIntel" and "avx512f" in info.get("flags", "")
+    global _openblas_arch
+    if _openblas_arch is None:
+        _openblas_arch = (_openblas_info().get("architecture") or "").lower()
+    return _openblas_arch not in _OPENBLAS_NARROW
+
+
+def _micro_limit(backend):
+    env = os.environ.get("FASTOPT_GEMM_MICRO_LIMIT", "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            warnings.warn(f"FASTOPT_GEMM_MICRO_LIMIT={env!r} is not an integer; ignored",
+                          RuntimeWarning, stacklevel=3)
+    if _gemm.micro_isa() == "avx512" and not _backend_has_avx512(backend):
+        return _LIMIT_WIDER
+    return _LIMIT_SAME_WIDTH
+
+
+def _auto_prefers_mkl():
+    # On AMD, MKL's sgemm measured slower than OpenBLAS's (86-93 against 95-104 GFLOP/s
+    # on 256-512 tiles, 19-28 against 41-60 on thin ones; Zen 5, 2026-12-02).
+    return _cpuinfo().get("vendor_id") == "GenuineIntel"
+
 
 def set_gemm_backend(name):
     """Select the GEMM backend: ``"openblas"``, ``"mkl"`` or ``"auto"``.
@@ -133,7 +205,7 @@ def set_gemm_backend(name):
     if name not in BACKENDS:
         raise ValueError(f"unknown GEMM backend {name!r}; expected one of {BACKENDS}")
     _requested = name
-    if name == "openblas":
+    if name == "openblas" or (name == "auto" and not _auto_prefers_mkl()):
         _gemm.set_backend("openblas")
     elif _mkl.load():
         _gemm.set_backend("mkl")
@@ -142,6 +214,7 @@ def set_gemm_backend(name):
         if name == "mkl":
             warnings.warn(f"GEMM backend 'mkl' is not available: {_mkl.error}; "
                           f"using 'openblas'", RuntimeWarning, stacklevel=2)
+    _gemm.set_micro_limit(_micro_limit(_gemm.get_backend()))
     return _gemm.get_backend()
 
 
@@ -163,14 +236,7 @@ def _from_environment():
 
 
 def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def _openblas_info():
@@ -210,6 +276,7 @@ def config():
         },
         "cpu": {
             "model": _cpu_model(),
+            "vendor": _cpuinfo().get("vendor_id"),
             "machine": platform.machine(),
             "micro_kernel_isa": _gemm.micro_isa(),
         },
