@@ -134,7 +134,11 @@ _requested = "auto"
 #   below 2^21 whatever the backend's kernel;
 # - where the micro-kernel has AVX-512 and the backend does not (OpenBLAS's Haswell/Zen
 #   kernels, MKL on non-Intel CPUs) it ran 1.7-2.1x faster at every tile shape of the
-#   workloads up to 512×512×512 and 512×256×2048, so it takes every product.
+#   workloads up to 512×512×512 and 512×256×2048, so it takes every product;
+# - the portable variant (SSE4.2 in a portable wheel, 16-byte vectors) against OpenBLAS's
+#   AVX2 kernel: even at 16³, 0.5x at 32³ and beyond: it keeps only products whose BLAS
+#   call overhead dominates.
+_LIMIT_PORTABLE = 1 << 12
 _LIMIT_SAME_WIDTH = 1 << 21
 _LIMIT_WIDER = 1 << 40
 # OpenBLAS core names whose sgemm kernels have no AVX-512.
@@ -183,7 +187,10 @@ def _micro_limit(backend):
         except ValueError:
             warnings.warn(f"FASTOPT_GEMM_MICRO_LIMIT={env!r} is not an integer; ignored",
                           RuntimeWarning, stacklevel=3)
-    if _gemm.micro_isa() == "avx512" and not _backend_has_avx512(backend):
+    isa = _gemm.micro_isa()
+    if isa == "portable":
+        return _LIMIT_PORTABLE
+    if isa == "avx512" and not _backend_has_avx512(backend):
         return _LIMIT_WIDER
     return _LIMIT_SAME_WIDTH
 

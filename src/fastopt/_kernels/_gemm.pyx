@@ -51,12 +51,13 @@ PATHS = {"dispatch": 0, "micro": 1, "openblas": 2, "mkl": 3}
 ISAS = ("portable", "avx2", "avx512")
 KC = FO_KC
 
-# Products of at most this many multiply-adds go to the micro-kernel. Measured on an
-# AMD EPYC Zen 5 (AVX-512), benchmarks/bench_gemm.py: see DEFAULT_MICRO_LIMIT's note.
-DEFAULT_MICRO_LIMIT = 262144
+# Products of at most this many multiply-adds go to the micro-kernel. fastopt.config sets
+# the limit for this CPU and backend at import (its _LIMIT_* notes give the measurements);
+# until then, the limit that is safe for every instruction set.
+DEFAULT_MICRO_LIMIT = 4096
 
 cdef int _backend = BACKEND_OPENBLAS
-cdef long long _micro_limit = 262144
+cdef long long _micro_limit = 4096
 cdef cblas_sgemm_t _mkl_sgemm = NULL
 cdef cblas_dgemm_t _mkl_dgemm = NULL
 
