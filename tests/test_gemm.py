@@ -249,3 +249,29 @@ def test_direct_entry_point_checks_shapes():
         if not mkl_available:
             with pytest.raises(RuntimeError, match="MKL"):
                 _gemm.gemm(np.ones((3, 4)), np.ones((4, 6)), np.ones((3, 6)), path="mkl")
+
+
+def test_bench_gemm_runs_as_plain_python(capsys):
+    import pathlib
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import bench_gemm
+
+    bench = bench_gemm.MicroKernel()
+    bench.setup("tiny 64x64x32", "fwd (B^T)", "micro")
+    try:
+        bench.time_gemm("tiny 64x64x32", "fwd (B^T)", "micro")
+    finally:
+        bench.teardown("tiny 64x64x32", "fwd (B^T)", "micro")
+    share = bench_gemm.StepGemmShare()
+    share.setup("tiny", 1)
+    try:
+        share.time_step("tiny", 1)
+        share.time_gemms_alone("tiny", 1)
+    finally:
+        share.teardown("tiny", 1)
+    bench_gemm.main(["share", "--threads", "1", "--workloads", "tiny", "--rounds", "1",
+                     "--backends", "openblas:0", "openblas"])
+    out = capsys.readouterr().out
+    assert "CPU:" in out and "| tiny | 1 | openblas | 0 |" in out
