@@ -177,12 +177,20 @@ def shapes_table(dtype, rounds):
             print(f"| {name} | {case} | {cells} | {best / min(res['micro']):.2f}x |")
 
 
+def gemm_peak(threads, n=1024, rounds=5):
+    """sgemm GFLOP/s of an n³ product through fastopt's tiled entry point (best round)."""
+    A, B, C = _operands(n, n, n, False, False)
+    with fo.threads(threads), blas_single_thread:
+        best = min(_timed(lambda: dense.gemm_rowmajor(A, B, C, False, False), 1, rounds))
+    return 2 * n ** 3 / best / 1e9
+
+
 def share_table(workloads, threads_list, backends, rounds):
     print("# step vs its GEMMs alone (fastopt's tiled entry point): best–median of "
           f"{rounds} rounds")
     print("| workload | threads | backend | micro limit | step | GEMMs alone | GEMM share | "
-          "GEMM GFLOP/s |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+          "GEMM GFLOP/s | 1024³ peak GFLOP/s | step / its FLOPs at that peak |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, threads, spec in itertools.product(workloads, threads_list, backends):
         # "openblas:0" = the backend with the micro-kernel off (fastopt before it).
         backend, _, limit = spec.partition(":")
@@ -203,9 +211,11 @@ def share_table(workloads, threads_list, backends, rounds):
                 step += _timed(lambda: fastopt_step(trainer, X, T), reps, 1)
                 alone += _timed(gemms, reps, 1)
         share = statistics.median(alone) / statistics.median(step)
-        print(f"| {name} | {threads} | {backend} | {_gemm.get_micro_limit()} | "
+        peak = gemm_peak(threads)
+        print(f"| {name} | {threads} | {spec} | {_gemm.get_micro_limit()} | "
               f"{_range_auto(step)} | {_range_auto(alone)} | {share:.0%} | "
-              f"{flops / min(alone) / 1e9:.0f} |")
+              f"{flops / min(alone) / 1e9:.0f} | {peak:.0f} | "
+              f"{statistics.median(step) / (flops / (peak * 1e9)):.2f}x |", flush=True)
     fo.set_gemm_backend("auto")
 
 

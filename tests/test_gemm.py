@@ -274,4 +274,4 @@ def test_bench_gemm_runs_as_plain_python(capsys):
     bench_gemm.main(["share", "--threads", "1", "--workloads", "tiny", "--rounds", "1",
                      "--backends", "openblas:0", "openblas"])
     out = capsys.readouterr().out
-    assert "CPU:" in out and "| tiny | 1 | openblas | 0 |" in out
+    assert "CPU:" in out and "| tiny | 1 | openblas:0 | 0 |" in out
