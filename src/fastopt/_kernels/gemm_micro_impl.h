@@ -6,6 +6,7 @@
  *   FO_MR      rows of C held in registers (2 vectors of columns each)
  *   FO_FN(x)   x with the instantiation's suffix appended
  *   FO_TARGET  the function attribute that enables the instruction set, or nothing
+ *   FO_TRANSPOSE, FO_TBLK (optional): an in-register FO_TBLK² transpose for packing B
  *
  * C (m×n, row-major, ld ldc) = alpha·op(A)·op(B) + beta·C, as BLAS defines it (beta = 0:
  * C is not read). The vectors are GCC/clang vector extensions, so one source serves every
@@ -145,6 +146,17 @@ FO_FN(pack_b)(FO_T* restrict bp, int w, const FO_T* restrict b, int tb, ptrdiff_
         /* B is n×k: column j of op(B) is row j of B. Eight columns at a time, so eight
          * rows of B stream together and each bp row is written in one piece. */
         int j = 0;
+#ifdef FO_TRANSPOSE
+        for (; j + FO_TBLK <= nr; j += FO_TBLK) {
+            const FO_T* s = b + (ptrdiff_t)(j0 + j) * ldb + p0;
+            int p = 0;
+            for (; p + FO_TBLK <= kc; p += FO_TBLK)
+                FO_TRANSPOSE(s + p, ldb, bp + (ptrdiff_t)p * w + j, w);
+            for (; p < kc; p++)
+                for (int q = 0; q < FO_TBLK; q++)
+                    bp[(ptrdiff_t)p * w + j + q] = s[q * ldb + p];
+        }
+#endif
         for (; j + 8 <= nr; j += 8) {
             const FO_T* s = b + (ptrdiff_t)(j0 + j) * ldb + p0;
             for (int p = 0; p < kc; p++) {
