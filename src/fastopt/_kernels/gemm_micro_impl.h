@@ -280,6 +280,18 @@ FO_FN(gemm)(int ta, int tb, int m, int n, int k, FO_T alpha, const FO_T* a, int 
         FO_FN(gemv)(m, k, alpha, a, lda, x, beta, c, ldc);
         return;
     }
+    if (n == 1 && ta && ldc == 1 && (tb || ldb == 1 || k <= FO_KC * FO_NR)) {
+        /* C (m×1, contiguous) = Aᵀ·x is the row Cᵀ = xᵀ·A, A a row-major k×m operand:
+         * vectors along m instead of one useful lane per vector. */
+        const FO_T* x = b;
+        if (!tb && ldb != 1) {
+            for (int p = 0; p < k; p++)
+                bp[p] = b[(ptrdiff_t)p * ldb];
+            x = bp;
+        }
+        FO_FN(gemm)(0, 0, 1, m, k, alpha, x, k, a, lda, beta, c, m);
+        return;
+    }
     if (ta && m >= FO_PACK_A_ROWS && n > FO_NR) {
         const int mp = (m + FO_MR - 1) / FO_MR * FO_MR;
         const int kc0 = k < FO_KC ? k : FO_KC;
