@@ -61,7 +61,8 @@ class _MKL:
         self._tried = True
         try:
             self._load()
-        except OSError as exc:
+        except (OSError, AttributeError) as exc:  # no library, or not an MKL one
+            _gemm.set_mkl_pointers(0, 0)
             self.lib, self.error = None, f"{self.path or 'libmkl_rt'}: {exc}"
         return self.lib is not None
 
@@ -93,6 +94,13 @@ class _MKL:
         sgemm = ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value
         dgemm = ctypes.cast(lib.cblas_dgemm, ctypes.c_void_p).value
         _gemm.set_mkl_pointers(sgemm, dgemm)
+        # One call of each here, on the importing thread: libmkl_rt loads its core and
+        # CPU-specific libraries on the first call, which should not happen first
+        # inside an OpenMP region of tiles.
+        import numpy as np
+        for dtype, path in ((np.float32, "mkl"), (np.float64, "mkl")):
+            one = np.ones((1, 1), dtype)
+            _gemm.gemm(one, one, np.empty((1, 1), dtype), path=path)
         self.lib = lib
 
 
