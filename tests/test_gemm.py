@@ -20,6 +20,12 @@ DTYPES = [np.float32, np.float64]
 ISAS = [isa for isa in _gemm.ISAS
         if _gemm.ISAS.index(isa) <= _gemm.ISAS.index(_gemm.best_micro_isa())]
 
+# PyTorch exports the symbols of its own MKL: importing it before MKL is loaded here keeps
+# the later torch tests of this session on torch's MKL (fastopt.config._EMBEDS_MKL).
+try:
+    import torch  # noqa: F401
+except ImportError:
+    pass
 mkl_available = config._mkl.load()
 needs_mkl = pytest.mark.skipif(not mkl_available, reason=f"MKL not available: {config._mkl.error}")
 BACKENDS = ["openblas", pytest.param("mkl", marks=needs_mkl)]
@@ -275,3 +281,16 @@ def test_bench_gemm_runs_as_plain_python(capsys):
                      "--backends", "openblas:0", "openblas"])
     out = capsys.readouterr().out
     assert "CPU:" in out and "| tiny | 1 | openblas:0 | 0 |" in out
+
+
+def test_auto_keeps_openblas_when_mkl_would_take_over_a_later_import(monkeypatch):
+    # A library that embeds MKL, installed but not imported (stood in for by one that is
+    # surely not imported), on an Intel CPU, with MKL not loaded yet.
+    monkeypatch.setattr(config, "_EMBEDS_MKL", ("antigravity",))
+    monkeypatch.setattr(config, "_auto_prefers_mkl", lambda: True)
+    monkeypatch.setattr(config, "_mkl", config._MKL())
+    assert config._mkl_would_capture() == ["antigravity"]
+    assert fastopt.set_gemm_backend("auto") == "openblas"
+    note = fastopt.show_config(mode="dicts")["gemm"]["auto"]
+    assert "antigravity is installed but not imported" in note
+    assert not config._mkl._tried

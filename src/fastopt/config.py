@@ -11,7 +11,9 @@ to a backend:
   (fastopt runs one single-threaded call per tile on its own OpenMP threads, so MKL never
   starts threads of its own and Intel's OpenMP runtime is never loaded).
 * ``"auto"`` (the default): MKL when it is installed, loads, and the CPU is Intel's (on
-  AMD, MKL measured slower than OpenBLAS); else OpenBLAS.
+  AMD, MKL measured slower than OpenBLAS), unless PyTorch is installed but not imported
+  yet (MKL loaded first would take over torch's own MKL: import torch first); else
+  OpenBLAS.
 
 Products of at most ``micro_kernel_limit`` multiply-adds (m·n·k of one tile) go to the
 micro-kernel whatever the backend; the limit depends on the instruction sets (see
@@ -134,6 +136,7 @@ def _mkl_candidates():
 
 _mkl = _MKL()
 _requested = "auto"
+_auto_note = None
 
 # Micro-kernel limits (multiply-adds m·n·k per call), measured with benchmarks/bench_gemm.py
 # on an AMD EPYC Zen 5 (2026-12-02), single-threaded calls:
@@ -209,6 +212,28 @@ def _auto_prefers_mkl():
     return _cpuinfo().get("vendor_id") == "GenuineIntel"
 
 
+# Libraries that export the symbols of an MKL linked into them: a libmkl_rt loaded before
+# them puts its libmkl_core & co. in the global symbol scope, which then takes over their
+# own MKL calls (PyTorch's libtorch_cpu exports ~23,000 MKL symbols; with the mkl wheel
+# loaded first, its batch-norm gradients changed by 1e-4 here). Loading MKL in its own
+# link-map namespace (dlmopen) avoids that in principle, but libmkl_rt crashed there.
+_EMBEDS_MKL = ("torch",)
+
+
+def _mkl_would_capture():
+    """The installed libraries with their own MKL that are not imported yet."""
+    import importlib.util
+    out = []
+    for name in _EMBEDS_MKL:
+        if name not in sys.modules:
+            try:
+                if importlib.util.find_spec(name) is not None:
+                    out.append(name)
+            except (ImportError, ValueError):
+                pass
+    return out
+
+
 def set_gemm_backend(name):
     """Select the GEMM backend: ``"openblas"``, ``"mkl"`` or ``"auto"``.
 
@@ -219,10 +244,21 @@ def set_gemm_backend(name):
     global _requested
     if name not in BACKENDS:
         raise ValueError(f"unknown GEMM backend {name!r}; expected one of {BACKENDS}")
+    global _auto_note
     _requested = name
-    if name == "openblas" or (name == "auto" and not _auto_prefers_mkl()):
+    _auto_note = None
+    capture = _mkl_would_capture() if not _mkl._tried else []
+    if name == "auto" and _auto_prefers_mkl() and capture:
+        _auto_note = (f"kept OpenBLAS: {', '.join(capture)} is installed but not imported; "
+                      f"MKL loaded first would take over its own MKL (import it first, or "
+                      f"set_gemm_backend('mkl'))")
+    if name == "openblas" or (name == "auto" and (not _auto_prefers_mkl() or capture)):
         _gemm.set_backend("openblas")
     elif _mkl.load():
+        if capture:
+            warnings.warn(f"MKL loaded before {', '.join(capture)}: a later import of it will "
+                          f"run its MKL calls in this MKL (sequential); import it before "
+                          f"selecting the 'mkl' backend", RuntimeWarning, stacklevel=2)
         _gemm.set_backend("mkl")
     else:
         _gemm.set_backend("openblas")
@@ -297,6 +333,7 @@ def config():
         },
         "gemm": {
             "requested": _requested,
+            **({"auto": _auto_note} if _auto_note else {}),
             "backend": get_gemm_backend(),
             "micro_kernel_limit": _gemm.get_micro_limit(),
             "openblas": _openblas_info(),
