@@ -34,6 +34,16 @@
 #define FO_HAVE_X86_VARIANTS 0
 #endif
 
+/* Full unrolling of the constant-trip loops over a block's rows: what keeps acc[][] in
+ * registers. */
+#if defined(__clang__)
+#define FO_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define FO_UNROLL _Pragma("GCC unroll 16")
+#else
+#define FO_UNROLL
+#endif
+
 enum { FO_ISA_PORTABLE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 
 /* ---- in-register transposes for packing a transposed B (AVX2 and up) ---- */

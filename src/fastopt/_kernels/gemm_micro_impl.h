@@ -48,7 +48,7 @@ FO_FN(block)(const int MR, const int NV, int kc,
 {
     FO_FN(vec) acc[FO_MR][2];
     const FO_FN(vec) zero = {0};
-#pragma GCC unroll 16
+FO_UNROLL
     for (int r = 0; r < MR; r++) {
         acc[r][0] = zero;
         acc[r][1] = zero;
@@ -57,7 +57,7 @@ FO_FN(block)(const int MR, const int NV, int kc,
         const FO_FN(vec) b0 = FO_FN(load)(bp + p * bs);
         const FO_FN(vec) b1 = NV > 1 ? FO_FN(load)(bp + p * bs + FO_VL) : zero;
         const FO_T* ap = a + p * aps;
-#pragma GCC unroll 16
+FO_UNROLL
         for (int r = 0; r < MR; r++) {
             const FO_T x = ap[r * ars];
             acc[r][0] += x * b0;
@@ -66,10 +66,10 @@ FO_FN(block)(const int MR, const int NV, int kc,
         }
     }
     if (nr == NV * FO_VL) {
-#pragma GCC unroll 16
+FO_UNROLL
         for (int r = 0; r < MR; r++) {
             FO_T* cr = c + r * ldc;
-#pragma GCC unroll 2
+FO_UNROLL
             for (int v = 0; v < NV; v++) {
                 FO_FN(vec) out = alpha * acc[r][v];
                 if (!first)
@@ -161,7 +161,7 @@ FO_FN(pack_b)(FO_T* restrict bp, int w, const FO_T* restrict b, int tb, ptrdiff_
             const FO_T* s = b + (ptrdiff_t)(j0 + j) * ldb + p0;
             for (int p = 0; p < kc; p++) {
                 FO_T* d = bp + (ptrdiff_t)p * w + j;
-#pragma GCC unroll 8
+FO_UNROLL
                 for (int q = 0; q < 8; q++)
                     d[q] = s[q * ldb + p];
             }
@@ -226,7 +226,7 @@ FO_FN(gemv)(int m, int k, FO_T alpha, const FO_T* restrict a, ptrdiff_t lda,
         if (rows == 4) {
             for (int p = 0; p < kv; p += FO_VL) {
                 const FO_FN(vec) xv = FO_FN(load)(x + p);
-#pragma GCC unroll 4
+FO_UNROLL
                 for (int r = 0; r < 4; r++)
                     acc[r] += FO_FN(load)(a + (i + r) * lda + p) * xv;
             }
