@@ -241,10 +241,9 @@ def set_gemm_backend(name):
     falls back to OpenBLAS. Returns the backend now in use. Not to be called while
     another thread is inside a fastopt kernel.
     """
-    global _requested
+    global _requested, _auto_note
     if name not in BACKENDS:
         raise ValueError(f"unknown GEMM backend {name!r}; expected one of {BACKENDS}")
-    global _auto_note
     _requested = name
     _auto_note = None
     capture = _mkl_would_capture() if not _mkl._tried else []
