@@ -28,6 +28,13 @@
  * product with a transposed A ran at 65 GFLOP/s unpacked, AVX-512). */
 #define FO_PACK_A_ROWS 128
 
+/* Pack even a row-major B's whole-vector panels when C has this many rows or more and B
+ * rows are this far apart: read in place, a panel's kc rows then share a few L1 sets
+ * (a 512×256×512 tile with a transposed A, ldb 1024: 164-166 GFLOP/s in place, 182-183
+ * packed, AVX-512); with 64 rows the copy cost more than it saved (2.4 -> 2.7 µs). */
+#define FO_PACK_B_ROWS 128
+#define FO_PACK_B_LD 256
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FO_HAVE_X86_VARIANTS 1
 #else

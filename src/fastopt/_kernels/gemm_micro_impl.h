@@ -312,8 +312,9 @@ FO_FN(gemm)(int ta, int tb, int m, int n, int k, FO_T alpha, const FO_T* a, int 
             const int nv = nr > FO_VL ? 2 : 1;
             const FO_T* panel;
             ptrdiff_t bs;
-            if (!tb && nr == nv * FO_VL) {
-                /* Whole vectors of a row-major B: read it in place. */
+            if (!tb && nr == nv * FO_VL && (m < FO_PACK_B_ROWS || ldb < FO_PACK_B_LD)) {
+                /* Whole vectors of a row-major B, used by few rows or already dense:
+                 * read it in place. */
                 panel = b + (ptrdiff_t)p0 * ldb + j0;
                 bs = ldb;
             } else {
