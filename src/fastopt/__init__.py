@@ -5,6 +5,7 @@ Fused Cython kernels (BLAS GEMMs, OpenMP loops) under a thin Python API.
 
 from . import callbacks, datasets, distill, losses, metrics, optim, schedules
 from .callbacks import Checkpoint, EarlyStopping, ReduceLROnPlateau
+from .config import get_gemm_backend, set_gemm_backend, show_config
 from .io import load, save
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Standardize
 from .model import Sequential
@@ -27,4 +28,5 @@ __all__ = [
     "save", "load", "export_onnx",
     "optim", "schedules", "losses", "metrics", "callbacks", "datasets", "distill",
     "threads", "set_num_threads", "get_num_threads",
+    "set_gemm_backend", "get_gemm_backend", "show_config",
 ]

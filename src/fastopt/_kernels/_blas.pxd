@@ -1,13 +1,9 @@
-# Row-major GEMM over scipy's Fortran BLAS (scipy.linalg.cython_blas): nothing is
-# linked at build time, scipy's OpenBLAS does the work.
-#
-# A row-major matrix is the transpose of a column-major one, so the row-major
-# C = op(A)·op(B) is computed as the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the
-# operands and the dimensions, keep the transpose flags. No copy is made (scipy's
-# f2py wrappers copy C-ordered arrays to Fortran order on every call; this does not).
+# Row-major GEMM: the entry point every dense kernel calls (one single-threaded call per
+# tile). The work happens behind it, in _gemm.pyx: the small-GEMM micro-kernel for small
+# products, else the selected backend (scipy's OpenBLAS through cython_blas, or MKL).
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from ._gemm cimport sgemm_rm, dgemm_rm
 
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
@@ -18,12 +14,9 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
     op(A) is m×k: A is stored m×k (lda ≥ k) or, when trans_a, k×m (lda ≥ m).
     op(B) is k×n: B is stored k×n (ldb ≥ n) or, when trans_b, n×k (ldb ≥ k).
+    beta = 0: C is not read.
     """
-    cdef char ta = b'T' if trans_a else b'N'
-    cdef char tb = b'T' if trans_b else b'N'
     if floating is float:
-        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*>b, &ldb, <float*>a, &lda,
-              &beta, c, &ldc)
+        sgemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     else:
-        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda,
-              &beta, c, &ldc)
+        dgemm_rm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
