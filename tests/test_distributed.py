@@ -191,10 +191,47 @@ def test_ctrl_c_stops_every_rank_at_the_same_step(tmp_path):
             proc.kill()
     out = "".join(seen) + out
     assert proc.returncode == 0, out
-    lines = [line for line in out.splitlines() if "interrupted True" in line]
-    assert len(lines) == 2, out
-    steps = {line.split("steps", 1)[1] for line in lines}
-    assert len(steps) == 1, out      # the same agreed step count on both ranks
+    results = [json.loads((tmp_path / f"interrupt-{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["interrupted"] for r in results), out
+    steps = results[0]["steps"]
+    assert steps[0] == steps[1] and results[1]["steps"] == steps    # the same agreed step
+
+
+def test_sklearn_estimator_on_rank_local_shards(tmp_path):
+    pytest.importorskip("sklearn")
+    ref, dist = tmp_path / "ref.npz", tmp_path / "dist.npz"
+    _ok(_run(0, "estimator.py", ref)[0])
+    _ok(_run(2, "estimator.py", dist, "distributed")[0])
+    a, b = _params(ref), _params(dist)
+    assert int(a["n_iter"]) == int(b["n_iter"]) and list(a["classes"]) == list(b["classes"])
+    np.testing.assert_allclose(b["curve"], a["curve"], rtol=1e-12)
+    np.testing.assert_allclose(b["proba"], a["proba"], rtol=0, atol=1e-9)
+
+
+def test_cli_distributed(tmp_path):
+    model = tmp_path / "m.npz"
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastopt", "train", "--distributed",
+           "--epochs", "2", "--batch-norm", "--dropout", "0.1", "--save", str(model)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60)
+    _ok(proc)
+    assert proc.stdout.count("held-out accuracy") == 1      # rank 0 prints
+    assert proc.stdout.count("saved the model") == 1 and model.exists()
+    single = subprocess.run([sys.executable, "-m", "fastopt", "train", "--epochs", "2",
+                             "--batch-norm", "--dropout", "0.1", "--quiet"], env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    _ok(single)
+    acc = [line.split()[2] for text in (proc.stdout, single.stdout)
+           for line in text.splitlines() if line.startswith("held-out accuracy")]
+    assert acc[0] == acc[1], acc
+
+
+def test_cli_error_on_one_rank_ends_all(tmp_path):
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "fastopt", "train", "--distributed",
+           "--data", str(tmp_path / "missing.csv"), "--target", "y"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and time.perf_counter() - t0 < 20
+    assert "no such file" in proc.stderr
 
 
 for _name, _obj in list(globals().items()):

@@ -79,4 +79,5 @@ elif mode == "interrupt":
     trainer = make_trainer([Started()])
     h = trainer.fit(X, y, epochs=100000, batch_size=8, seed=0, verbose=0)
     every = [trainer.step_count] if comm is None else comm.allgather(trainer.step_count)
-    print("rank", rank, "interrupted", h.interrupted, "steps", every, flush=True)
+    with open(os.path.join(outdir, f"interrupt-{rank}.json"), "w") as f:
+        json.dump({"interrupted": h.interrupted, "steps": every}, f)

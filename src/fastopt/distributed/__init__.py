@@ -18,7 +18,7 @@ Install: ``pip install "fastopt[mpi]"`` (mpi4py and the ``mpich`` wheel, which b
 from ._data_parallel import DataParallel, shares, share_of
 
 __all__ = ["world", "rank", "size", "DataParallel", "shares", "share_of", "load",
-           "default_threads", "MPI_MISSING"]
+           "gather_shards", "default_threads", "MPI_MISSING"]
 
 MPI_MISSING = ('fastopt.distributed needs mpi4py and an MPI library: '
                'pip install "fastopt[mpi]" (mpi4py with the mpich wheel, which provides '
@@ -102,3 +102,25 @@ def load(path, comm=None):
     if hasattr(obj, "optimizer"):
         obj.distribute(comm)
     return obj
+
+
+def gather_shards(comm, X, y=None, sample_weight=None):
+    """Every rank's rows, concatenated in rank order, on every rank: rank-local shards
+    (each rank read its part of the data) made into the one data set that data-parallel
+    training shares out again by global batch. numpy arrays, lists or pandas frames;
+    ``y`` and ``sample_weight`` may be None (on every rank alike)."""
+    def join(parts):
+        if parts[0] is None:
+            if any(p is not None for p in parts):
+                raise ValueError("gather_shards: some ranks passed None where others passed "
+                                 "data")
+            return None
+        if hasattr(parts[0], "iloc"):
+            import pandas as pd
+            return pd.concat(parts, axis=0, ignore_index=True)
+        return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+    import numpy as np
+
+    every = comm.allgather((X, y, sample_weight))
+    return tuple(join([part[k] for part in every]) for k in range(3))

@@ -285,8 +285,8 @@ class DataParallel:
         comm.Allreduce(MPI.IN_PLACE, grad, op=MPI.SUM)
         request.Wait()
         value = float(small[0])
-        self.interrupted = self.interrupted or small[1] > 0
-        self.stop = small[2] > 0
+        self.interrupted = self.interrupted or bool(small[1] > 0)
+        self.stop = bool(small[2] > 0)
         norm = math.sqrt(k.norm_only())
         if not math.isfinite(value):
             return trainer._nonfinite(plan, step, f"the training loss became {value}")
