@@ -129,6 +129,16 @@ def test_empty_share_and_weights(tmp_path):
     assert rel < 1e-12
 
 
+def test_equivalence_without_batch_norm(tmp_path):
+    """Dropout alone (the one-call step, masks at the share's global row offset)."""
+    ref, dist = tmp_path / "ref.npz", tmp_path / "dist.npz"
+    _ok(_run(0, "equivalence.py", ref, "float64", 103, 20, 20, "x", "nobn")[0])
+    _ok(_run(3, "equivalence.py", dist, "float64", 103, 20, 20, "distributed", "nobn")[0])
+    a, b = _params(ref), _params(dist)
+    rel = np.abs(a["params"] - b["params"]).max() / np.abs(a["params"]).max()
+    assert rel < 1e-12
+
+
 def test_early_stopping_and_checkpoint_agree(tmp_path):
     ref, dist = tmp_path / "ref", tmp_path / "dist"
     ref.mkdir()
