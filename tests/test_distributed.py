@@ -174,10 +174,11 @@ def test_checkpoint_resume_under_mpi(tmp_path):
 
 def test_failure_on_one_rank_ends_all(tmp_path):
     proc, elapsed = _run(2, "scenarios.py", "fail", tmp_path, "distributed", timeout=30)
-    assert proc.returncode != 0
-    assert elapsed < 20
-    assert "rank 1 of 2 failed: RuntimeError: deliberate failure on rank 1" in proc.stderr
-    assert "finished" not in proc.stdout
+    why = f"rc={proc.returncode} after {elapsed:.1f} s\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode != 0, why
+    assert elapsed < 20, why
+    assert "rank 1 of 2 failed: RuntimeError: deliberate failure on rank 1" in proc.stderr, why
+    assert "finished" not in proc.stdout, why
 
 
 def test_ctrl_c_stops_every_rank_at_the_same_step(tmp_path):
@@ -205,6 +206,19 @@ def test_ctrl_c_stops_every_rank_at_the_same_step(tmp_path):
     assert all(r["interrupted"] for r in results), out
     steps = results[0]["steps"]
     assert steps[0] == steps[1] and results[1]["steps"] == steps    # the same agreed step
+
+
+def test_threads_default_to_the_host_cores_shared_by_its_ranks(tmp_path):
+    from fastopt.threads import _physical_cores_available
+
+    env = _env()
+    env.pop("OMP_NUM_THREADS")
+    cmd = [_mpiexec(), "-n", "2", sys.executable, os.path.join(SCRIPTS, "scenarios.py"),
+           "threads", str(tmp_path), "distributed"]
+    _ok(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60))
+    expected = max(1, _physical_cores_available() // 2)
+    for r in (0, 1):
+        assert json.loads((tmp_path / f"threads-{r}.json").read_text())["threads"] == expected
 
 
 def test_sklearn_estimator_on_rank_local_shards(tmp_path):

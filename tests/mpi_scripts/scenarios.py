@@ -81,3 +81,7 @@ elif mode == "interrupt":
     every = [trainer.step_count] if comm is None else comm.allgather(trainer.step_count)
     with open(os.path.join(outdir, f"interrupt-{rank}.json"), "w") as f:
         json.dump({"interrupted": h.interrupted, "steps": every}, f)
+elif mode == "threads":
+    trainer = make_trainer()
+    with open(os.path.join(outdir, f"threads-{rank}.json"), "w") as f:
+        json.dump({"threads": fo.get_num_threads()}, f)

@@ -187,6 +187,12 @@ class DataParallel:
                                  f"{trainer.loss.name!r} with these targets has none")
             plan.bn_stages = [s for s, spec in enumerate(plan.stages)
                               if spec["kind"] == "batchnorm"]
+            # per batch norm: this rank's and every rank's numbers (made once)
+            plan.bn_buffers = {}
+            for s in plan.bn_stages:
+                d = plan.stages[s]["d_out"]
+                plan.bn_buffers[s] = (np.empty(1 + 2 * d), np.empty((self.size, 1 + 2 * d)),
+                                      np.empty(2 * d), np.empty((self.size, 2 * d)))
             self._plans[key] = plan
         return plan
 
@@ -203,29 +209,27 @@ class DataParallel:
         k, spec = plan.kernel, plan.stages[s]
         d = spec["d_out"]
         k.bn_stats(s)
-        mine = np.empty(1 + 2 * d, np.float64)
+        mine, every = plan.bn_buffers[s][:2]
         mine[0] = plan.rows
         mine[1:1 + d] = spec["mean"]
         mine[1 + d:] = spec["invstd"]
-        every = np.empty((self.size, 1 + 2 * d), np.float64)
         self.comm.Allgather(mine, every)
+        mean, m2 = spec["mean"], spec["invstd"]    # the global ones go back here
         n = 0.0
-        mean = m2 = None
         for r in range(self.size):          # rank order: the same numbers on every rank
             n_b = every[r, 0]
             if n_b == 0:
                 continue
             mean_b, m2_b = every[r, 1:1 + d], every[r, 1 + d:]
-            if mean is None:
-                mean, m2 = mean_b.copy(), m2_b.copy()
-            else:
+            if n == 0:
+                mean[:] = mean_b
+                m2[:] = m2_b
+            else:                           # Chan et al., as the kernel merges blocks
                 n_ab = n + n_b
                 delta = mean_b - mean
                 mean += delta * (n_b / n_ab)
                 m2 += m2_b + delta * delta * (n * n_b / n_ab)
             n += n_b
-        spec["mean"][:] = mean
-        spec["invstd"][:] = m2
         k.bn_output(s, step, n_global)
 
     def _bn_backward(self, plan, s, n_global):
@@ -233,14 +237,14 @@ class DataParallel:
         d = spec["d_out"]
         k.bn_grad_sums(s)
         part = spec["partial"]
-        mine = np.concatenate((part[0, 0], part[0, 1]))
-        every = np.empty((self.size, 2 * d), np.float64)
+        mine, every = plan.bn_buffers[s][2:]
+        mine[:d] = part[0, 0]
+        mine[d:] = part[0, 1]
         self.comm.Allgather(mine, every)
-        total = every[0].copy()
-        for r in range(1, self.size):
+        total = part[0, :2].reshape(2 * d)
+        total[...] = every[0]
+        for r in range(1, self.size):     # rank order: the same sums on every rank
             total += every[r]
-        part[0, 0] = total[:d]
-        part[0, 1] = total[d:]
         k.bn_dx(s, n_global)
 
     def step(self, trainer, plan, order, start, row0, n_global, scale, interrupt):
