@@ -3,8 +3,9 @@
 The tests start their ranks themselves (``mpiexec -n N python script``, scripts in
 tests/mpi_scripts/) and compare with the same script run as one plain process; they are
 skipped when mpi4py or mpiexec is missing (``pip install "fastopt[mpi]"``). Run plainly,
-``pytest tests/test_distributed.py``; under ``mpiexec -n 2 python -m pytest`` the ranks
-of the outer launch skip the module (it launches its own).
+``pytest tests/test_distributed.py``, or under ``mpiexec -n 2 python -m pytest
+tests/test_distributed.py``: then rank 0 of that outer launch runs them (its children get
+an environment without the outer launch's PMI variables) and the other ranks skip them.
 """
 
 import json
@@ -28,19 +29,21 @@ def _mpiexec():
     return local if os.access(local, os.X_OK) else shutil.which("mpiexec")
 
 
-def _under_mpi():
-    return int(os.environ.get("PMI_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", "1"))) > 1
+def _outer_rank():
+    return int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
 
 
 needs_mpi = [
-    pytest.mark.skipif(_under_mpi(), reason="already under mpiexec: these tests launch "
-                                            "their own ranks"),
+    pytest.mark.skipif(_outer_rank() != 0, reason="under mpiexec: rank 0 of the outer "
+                                                  "launch runs these tests"),
     pytest.mark.skipif(_mpiexec() is None, reason="no mpiexec (pip install 'fastopt[mpi]')"),
 ]
 
 
 def _env():
-    env = dict(os.environ)
+    # not the outer launch's process-manager variables (pytest itself under mpiexec)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL"))}
     # one thread per rank (the machine may have 2 cores); hydra starts local ranks by fork
     env.update(OMP_NUM_THREADS="1", HYDRA_LAUNCHER="fork")
     return env
