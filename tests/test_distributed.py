@@ -120,6 +120,18 @@ def test_equivalence_bn_dropout_adam(tmp_path, dtype, tol, n):
     np.testing.assert_allclose(b["acc"], a["acc"], rtol=0, atol=1e-12)
 
 
+def test_equivalence_mnist_workload_float64(tmp_path):
+    """The bar as filed: the mnist-style BN + Dropout + Adam model (784-256-128-10),
+    20 steps, float64, 2 ranks against one process: within 1e-12 relative."""
+    ref, dist = tmp_path / "ref.npz", tmp_path / "dist.npz"
+    _ok(_run(0, "mnist_workload.py", ref, "float64")[0])
+    _ok(_run(2, "mnist_workload.py", dist, "float64", "distributed")[0])
+    a, b = _params(ref), _params(dist)
+    assert int(a["steps"]) == int(b["steps"]) == 20
+    rel = np.abs(a["params"] - b["params"]).max() / np.abs(a["params"]).max()
+    assert rel < 1e-12, rel
+
+
 def test_empty_share_and_weights(tmp_path):
     """3 ranks, 102 rows in batches of 20: the last batch has 2 rows and rank 2 none;
     sample weights (the loss scale is the global batch's 1/Σw)."""
