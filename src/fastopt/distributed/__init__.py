@@ -109,6 +109,8 @@ def gather_shards(comm, X, y=None, sample_weight=None):
     (each rank read its part of the data) made into the one data set that data-parallel
     training shares out again by global batch. numpy arrays, lists or pandas frames;
     ``y`` and ``sample_weight`` may be None (on every rank alike)."""
+    import numpy as np
+
     def join(parts):
         if parts[0] is None:
             if any(p is not None for p in parts):
@@ -119,8 +121,6 @@ def gather_shards(comm, X, y=None, sample_weight=None):
             import pandas as pd
             return pd.concat(parts, axis=0, ignore_index=True)
         return np.concatenate([np.asarray(p) for p in parts], axis=0)
-
-    import numpy as np
 
     every = comm.allgather((X, y, sample_weight))
     return tuple(join([part[k] for part in every]) for k in range(3))
