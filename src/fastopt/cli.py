@@ -125,6 +125,11 @@ def _build_parser():
     train.add_argument("--threads", type=_positive_int, default=None)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the ranks of `mpiexec -n N fastopt train "
+                            "--distributed ...`: each rank reads the data and takes its share "
+                            "of every batch (--batch-size is the global batch); rank 0 prints "
+                            "and saves (pip install 'fastopt[mpi]')")
 
     predict = sub.add_parser("predict", help="predict with a saved model")
     predict.add_argument("model", help="a model saved by `fastopt train --save`")
@@ -239,6 +244,33 @@ def _make_schedule(name, epochs):
 
 
 def _train(args):
+    if not getattr(args, "distributed", False):
+        return _train_on(args, None)
+    from .distributed import world
+
+    if args.data == "-":
+        raise UserError("--distributed needs a file for --data (stdin reaches rank 0 only)")
+    comm = world()
+    stdout = sys.stdout
+    if comm.rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    try:
+        return _train_on(args, comm)
+    except BaseException as exc:
+        if comm.size == 1:
+            raise
+        # one rank's error must not leave the others waiting in a collective
+        print(f"fastopt: error on rank {comm.rank} of {comm.size}: {exc}", file=sys.stderr,
+              flush=True)
+        comm.Abort(2)
+        raise
+    finally:
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
+
+
+def _train_on(args, comm):
     from . import (Activation, BatchNorm, Dense, Dropout, EarlyStopping, Sequential, Standardize,
                    Trainer, optim, save, threads)
     from .datasets import load_digits, train_test_split
@@ -352,7 +384,8 @@ def _train(args):
     callbacks = [EarlyStopping(patience=args.early_stopping)] if args.early_stopping else []
     trainer = Trainer(model, loss="softmax_cross_entropy" if classify else "mse", optimizer=opt,
                       schedule=_make_schedule(args.schedule, args.epochs),
-                      metrics=["accuracy"] if classify else ["r2"], callbacks=callbacks)
+                      metrics=["accuracy"] if classify else ["r2"], callbacks=callbacks,
+                      comm=comm)
     print(f"fastopt: {source}: {len(X_train)} train / {len(X_test)} test rows, "
           f"{'%d classes' % n_out if classify else 'regression'}; model "
           f"{n_inputs}-{'-'.join(map(str, args.hidden))}-{n_out} {args.activation}"
@@ -379,7 +412,7 @@ def _train(args):
         ss_tot = float(np.sum((y_test - y_test.mean()) ** 2)) or 1.0
         print(f"held-out R^2: {1 - ss_res / ss_tot:.4f}, RMSE {np.sqrt(ss_res / len(y_test)):.4g} "
               f"on {len(X_test)} samples (trained in {elapsed:.2f} s)")
-    if args.save:
+    if args.save and (comm is None or comm.rank == 0):
         save(model, args.save)
         print(f"saved the model to {args.save}")
     return 130 if history.interrupted else 0   # 128 + SIGINT, as a shell reports it

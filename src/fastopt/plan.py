@@ -62,7 +62,7 @@ class StepPlan:
     """
 
     def __init__(self, model, rows, training, loss=None, target=None, weighted=False,
-                 input_grad=False):
+                 input_grad=False, distributed=False):
         dtype = model.dtype
         self.rows, self.training, self.dtype = rows, training, dtype
         specs = []
@@ -75,7 +75,10 @@ class StepPlan:
         if not stages:
             stages = [{"kind": "copy", "d_in": model.input_dim, "d_out": model.input_dim,
                        "params": False}]
-        if training and rows < 2 and any(s["kind"] == "batchnorm" for s in stages):
+        # (distributed: one rank's share of a global batch, which may hold 0 or 1 rows;
+        # batch norm's statistics are those of the global batch, fastopt.distributed)
+        if (training and rows < 2 and not distributed
+                and any(s["kind"] == "batchnorm" for s in stages)):
             raise ValueError("BatchNorm needs more than 1 sample per batch in training "
                              f"(got a batch of {rows})")
         self.stages = stages
@@ -172,6 +175,12 @@ class StepPlan:
 
     def restore_state(self):
         self._plan.restore_state()
+
+    @property
+    def kernel(self):
+        """The compiled table (``fastopt._kernels.step.StepPlan``): fastopt.distributed
+        runs it stage by stage between its collectives."""
+        return self._plan
 
     def batch(self, order=None, start=0):
         """(targets, weights) of the batch the last call ran: views of the bound data, or of

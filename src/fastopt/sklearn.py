@@ -415,7 +415,10 @@ class _BaseMLP(BaseEstimator):
 
     # -- the fit loop --
 
-    def _fit(self, X, y, sample_weight=None, incremental=False, classes=None):
+    def _fit(self, X, y, sample_weight=None, incremental=False, classes=None, comm=None):
+        if comm is not None:
+            from .distributed import gather_shards
+            X, y, sample_weight = gather_shards(comm, X, y, sample_weight)
         self._check_params()
         fitted = hasattr(self, "_trainer")
         first = not fitted or not (incremental or self.warm_start)
@@ -431,6 +434,8 @@ class _BaseMLP(BaseEstimator):
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
+        if comm is not None:
+            seed = comm.bcast(seed, root=0)
         early = self.early_stopping and not incremental
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -488,7 +493,7 @@ class _BaseMLP(BaseEstimator):
         if first or not incremental:
             schedule = copy.deepcopy(self.schedule)
             self._trainer = Trainer(model, self._loss_name(), self._make_optimizer(decay),
-                                    schedule=schedule, clip_norm=self.clip_norm)
+                                    schedule=schedule, clip_norm=self.clip_norm, comm=comm)
         trainer = self._trainer
         if not incremental:
             self._no_improvement_count = 0
@@ -592,9 +597,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             schedule=schedule, clip_norm=clip_norm, n_threads=n_threads, dtype=dtype)
         self.class_weight = class_weight
 
-    def fit(self, X, y, sample_weight=None):
-        """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``)."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, comm=None):
+        """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``).
+        ``comm``: data-parallel over MPI, each rank passing its own shard of the rows
+        (fastopt.distributed.gather_shards)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, comm=comm)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing the model and the optimizer's state.
@@ -738,9 +745,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              f"{self.loss!r}), got {self.loss!r}")
         super()._check_params()
 
-    def fit(self, X, y, sample_weight=None):
-        """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``)."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, comm=None):
+        """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``).
+        ``comm``: data-parallel over MPI, each rank passing its own shard of the rows
+        (fastopt.distributed.gather_shards)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, comm=comm)
 
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing the model and the optimizer's state. The

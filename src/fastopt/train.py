@@ -83,6 +83,19 @@ class History:
 
 
 
+class _AgreedInterrupt:
+    """Data-parallel: the Ctrl-C flag every rank agreed on at the last step (a rank's
+    own flag, ``local``, travels in each step's small reduction)."""
+
+    def __init__(self, dist, local):
+        self.dist = dist
+        self.local = local
+
+    @property
+    def raised(self):
+        return self.dist.interrupted
+
+
 class Trainer:
     """Trains a model with a loss and an optimizer.
 
@@ -106,10 +119,15 @@ class Trainer:
         What a non-finite loss or gradient norm does: stop with FloatingPointError (the
         model keeps the last finite weights) or skip that step's update. Either way the
         step is listed in ``History.nonfinite_steps``.
+    comm : MPI communicator or None
+        Train data-parallel over the processes of ``comm`` (``fastopt.distributed.world()``,
+        under ``mpiexec``): every rank holds the same data, ``batch_size`` is the global
+        batch and each rank computes its share of it; the result is that of one process
+        with the same global batch (see ``fastopt.distributed``).
     """
 
     def __init__(self, model, loss, optimizer, schedule=None, clip_norm=None, clip_value=None,
-                 metrics=(), callbacks=(), on_nonfinite="raise"):
+                 metrics=(), callbacks=(), on_nonfinite="raise", comm=None):
         from .model import Sequential
 
         if not isinstance(model, Sequential):
@@ -156,6 +174,20 @@ class Trainer:
         self._segments = model.arena.segments()
         if model.arena.n_params == 0:
             raise ValueError("the model has no trainable parameters: add a Dense or BatchNorm layer")
+        self._dist = None
+        if comm is not None:
+            self.distribute(comm)
+
+    def distribute(self, comm):
+        """Train data-parallel over ``comm`` from now on (see the ``comm`` parameter)."""
+        from .distributed import DataParallel   # floor 3, only when asked for
+
+        self._dist = DataParallel(comm)
+        return self
+
+    @property
+    def comm(self):
+        return None if self._dist is None else self._dist.comm
 
     # ---- input checks ----
 
@@ -302,11 +334,29 @@ class Trainer:
         ``validation_split`` holds out that (random, seeded) fraction of the data.
         Weights: the loss is ``Σ wᵢℓᵢ / Σ wᵢ`` per batch, wᵢ = sample_weight[i]·class_weight[yᵢ].
         ``verbose``: 0 silent, 1 a line per epoch (and a live bar on a terminal).
+
+        Data-parallel (``comm``): every rank passes the same data and settings; rank 0's
+        seed, parameters and state are broadcast first; only rank 0 prints and writes
+        checkpoints; an exception on one rank ends every rank (MPI Abort).
         """
+        args = (X, y, epochs, batch_size, validation_data, validation_split, shuffle, seed,
+                sample_weight, class_weight, verbose, drop_last, steps_per_epoch, callbacks)
+        if self._dist is None:
+            return self._fit(*args)
+        return self._dist.run(self._fit, *args)
+
+    def _fit(self, X, y, epochs, batch_size, validation_data, validation_split, shuffle, seed,
+             sample_weight, class_weight, verbose, drop_last, steps_per_epoch, callbacks):
+        dist = self._dist
         epochs = check_positive_int(epochs, "epochs")
         streaming = y is None and not isinstance(X, np.ndarray) and hasattr(X, "__iter__")
         if steps_per_epoch is not None:
             steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
+        if dist is not None:
+            if streaming:
+                raise ValueError("data-parallel training (comm=) needs array inputs, not an "
+                                 "iterable of batches")
+            seed = dist.bcast(seed)
         if streaming:
             if sample_weight is not None or class_weight is not None or validation_split:
                 raise ValueError("sample_weight, class_weight and validation_split need array "
@@ -356,6 +406,12 @@ class Trainer:
         self._layout = layout
 
         cbs = list(self.callbacks) + list(callbacks)
+        if dist is not None and not dist.root:
+            # Only rank 0 writes files and prints; every rank runs the other callbacks on
+            # the same (agreed) numbers.
+            from .callbacks import Checkpoint
+            cbs = [cb for cb in cbs if not isinstance(cb, (Checkpoint, ProgressBar))]
+            verbose = 0
         if verbose:
             cbs.append(ProgressBar())
         self.history = history = History()
@@ -375,7 +431,13 @@ class Trainer:
             self.steps_in_epoch = steps_per_epoch
             stream = iter(X) if steps_per_epoch is not None else None
 
-        with blas_single_thread, _InterruptFlag() as interrupt:
+        if dist is not None:
+            dist.check_data(n, self.model.input_dim,
+                            None if validation_data is None else len(validation_data[0]))
+            dist.broadcast_state(self)
+            dist.interrupted = dist.stop = False
+        with blas_single_thread, _InterruptFlag() as local_interrupt:
+            interrupt = local_interrupt if dist is None else _AgreedInterrupt(dist, local_interrupt)
             for cb in cbs:
                 cb.on_train_begin(self)
             last_epoch = self.epoch + epochs
@@ -403,10 +465,14 @@ class Trainer:
                                 "can be iterated only once; pass a re-iterable (a list, or an "
                                 "object whose __iter__ starts over), or an endless generator "
                                 "with steps_per_epoch")
+                    if dist is not None:
+                        self.stop_training = dist.any(self.stop_training)
                     if interrupt.raised or self.stop_training and self.batch_in_epoch:
                         break
                     self.epoch = epoch
                     self.batch_in_epoch = 0
+                    if dist is not None:
+                        dist.reduce_metrics(self.metrics)
                     logs = {"loss": total / count if count else math.nan}
                     for metric in self.metrics:
                         logs[metric.name] = metric.result()
@@ -415,11 +481,15 @@ class Trainer:
                             logs[f"val_{key}"] = value
                     logs["lr"] = self.optimizer.lr
                     logs["time"] = time.perf_counter() - start_time
+                    if dist is not None:
+                        logs = dist.bcast(logs)     # rank 0's view decides, for all
                     history.record(epoch, logs)
                     if self.schedule is not None and self.schedule.monitor is not None:
                         self._schedule_plateau(logs)
                     for cb in cbs:
                         cb.on_epoch_end(self, epoch, logs)
+                    if dist is not None:
+                        self.stop_training = dist.any(self.stop_training)
             except BaseException:
                 # An exception (a second Ctrl-C included) may have left a step half done:
                 # callbacks must not save this state as if it were consistent.
@@ -446,20 +516,31 @@ class Trainer:
         total = count = 0.0
         stop = n - n % batch_size if drop_last else n
         first = self.batch_in_epoch
+        dist = self._dist
         for b, start in enumerate(range(first * batch_size, stop, batch_size), start=first):
             if self.steps_in_epoch is not None and b >= self.steps_in_epoch:
                 break
             end = min(start + batch_size, n)
-            plan = self._plan_for(end - start, T, W)
-            plan.bind(X, T, W)   # the plan gathers the rows itself (order) or reads the slice
-            value = self._step(plan, order, start)
+            if dist is None:
+                plan = self._plan_for(end - start, T, W)
+                plan.bind(X, T, W)   # the plan gathers the rows itself (order) or reads the slice
+                value = self._step(plan, order, start)
+            else:
+                # This rank's contiguous share of the global batch start..end.
+                r0, r1 = dist.share(end - start)
+                plan = dist.plan_for(self, r1 - r0, T, W)
+                plan.bind(X, T, W)
+                value = dist.step(self, plan, order, start + r0, r0, end - start,
+                                  dist.global_scale(end - start, W, order, start),
+                                  interrupt.local)
             self.batch_in_epoch = b + 1
             if math.isfinite(value):
                 total += value * (end - start)
                 count += end - start
             for cb in cbs:
                 cb.on_batch_end(self, self.step_count, {"loss": value})
-            if interrupt.raised or self.stop_training:
+            # (data-parallel: the flags the ranks agreed on at this step)
+            if interrupt.raised or (self.stop_training if dist is None else dist.stop):
                 break
         return total, count
 

@@ -44,10 +44,21 @@ cdef inline void _dropout_forward(const floating* x, floating* y, uint32_t* bits
                                   Py_ssize_t wpr, const dropout_key* key, floating scale,
                                   Py_ssize_t N, Py_ssize_t d) noexcept nogil:
     """y = x · m over N rows of d; the mask's bits go to ``bits`` (N rows of wpr words)."""
+    _dropout_forward_at(x, y, bits, wpr, key, scale, N, d, 0)
+
+
+cdef inline void _dropout_forward_at(const floating* x, floating* y, uint32_t* bits,
+                                     Py_ssize_t wpr, const dropout_key* key, floating scale,
+                                     Py_ssize_t N, Py_ssize_t d,
+                                     Py_ssize_t row0) noexcept nogil:
+    """``_dropout_forward`` on rows that are rows row0.. of the batch the mask is drawn
+    for (data-parallel training: a rank's share of the global batch takes the masks the
+    single process gives those rows; element e = (row0 + i)·d + j)."""
     cdef Py_ssize_t i
     cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD)
     for i in prange(N, num_threads=nt, schedule='static'):
-        _forward_row(x + i * d, y + i * d, bits + i * wpr, <uint64_t>(i * d), d, key, scale)
+        _forward_row(x + i * d, y + i * d, bits + i * wpr, <uint64_t>((row0 + i) * d), d,
+                     key, scale)
 
 
 cdef inline void _dropout_backward(const floating* dy, const uint32_t* bits, Py_ssize_t wpr,

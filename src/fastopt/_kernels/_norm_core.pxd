@@ -465,3 +465,153 @@ cdef inline void _bn_backward(const floating* x_ptr, const floating* dy_ptr,
     if need_dx:
         for i in prange(N, num_threads=nt, schedule='static'):
             _dx_row(x_ptr + i * d, dx_ptr + i * d, a_ptr, mu_ptr, q_ptr, r_ptr, d)
+
+
+# ---- synchronized batch norm (data-parallel training, fastopt.distributed) ----
+#
+# The training forward and backward above, split where the statistics of the whole
+# GLOBAL batch are needed: each rank computes its share's (mean, M2) per feature
+# (``_bn_local_stats``), the ranks' triples (count, mean, M2) are merged in rank order by
+# the caller (Chan et al.'s update, the same one the block merge uses), and
+# ``_bn_finish_output`` normalizes with the merged numbers; backward, ``_bn_grad_sums``
+# leaves the share's Σg and Σg·x̂, the caller sums them over the ranks, and ``_bn_dx``
+# finishes dX with the global sums and the global row count. The single-process path
+# does not use these functions (its bits are those of the functions above).
+
+cdef inline void _bn_local_stats(const floating* x_ptr, double* partial, double* mean,
+                                 double* m2, Py_ssize_t N, Py_ssize_t d) noexcept nogil:
+    """mean and M2 per feature of N ≥ 0 rows (blocks as in _bn_forward_train, merged in
+    block order); N = 0 gives zeros."""
+    cdef Py_ssize_t R = _block_rows(N)
+    cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef double n_a, n_b, n_ab, delta
+    cdef const double* pb
+    if N == 0:
+        for j in range(d):
+            mean[j] = 0
+            m2[j] = 0
+        return
+    if nt <= 1 or n_blocks == 1:
+        for b in range(n_blocks):
+            _block_stats(x_ptr, partial + b * 4 * d, partial + (b * 4 + 1) * d,
+                         partial + (b * 4 + 2) * d, b * R, min(b * R + R, N), d)
+    else:
+        for b in prange(n_blocks, num_threads=nt, schedule='static'):
+            _block_stats(x_ptr, partial + b * 4 * d, partial + (b * 4 + 1) * d,
+                         partial + (b * 4 + 2) * d, b * R, min(b * R + R, N), d)
+    n_a = min(R, N)
+    for j in range(d):
+        mean[j] = partial[j]
+        m2[j] = partial[d + j]
+    for b in range(1, n_blocks):
+        n_b = min(b * R + R, N) - b * R
+        n_ab = n_a + n_b
+        pb = partial + b * 4 * d
+        for j in range(d):
+            delta = pb[j] - mean[j]
+            mean[j] = mean[j] + delta * (n_b / n_ab)
+            m2[j] = m2[j] + pb[d + j] + delta * delta * (n_a * n_b / n_ab)
+        n_a = n_ab
+
+
+cdef inline void _bn_finish_output(const floating* x_ptr, const floating* gamma,
+                                   const floating* beta, floating* y_ptr,
+                                   const double* mean, double* invstd,
+                                   floating* running_mean, floating* running_var,
+                                   floating* coef, double momentum, double eps, int act,
+                                   floating alpha_f, uint32_t* bits_ptr, Py_ssize_t wpr,
+                                   const dropout_key* key, floating scale_f, bint dropout,
+                                   Py_ssize_t N, Py_ssize_t d, Py_ssize_t N_global,
+                                   Py_ssize_t row0) noexcept nogil:
+    """From the GLOBAL batch's mean and M2 (M2 in ``invstd`` on entry, σ⁻¹ on return):
+    a and c (coef rows 0, 1), the running statistics (with N_global), and the output of
+    this rank's N rows, whose dropout masks are those of global rows row0.."""
+    cdef Py_ssize_t i, j
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef floating* a_ptr = coef
+    cdef floating* c_ptr = coef + d
+    cdef double var, inv
+    for j in range(d):
+        var = invstd[j] / N_global
+        inv = 1.0 / sqrt(var + eps)
+        invstd[j] = inv
+        a_ptr[j] = <floating>(gamma[j] * inv)
+        c_ptr[j] = <floating>(beta[j] - mean[j] * (gamma[j] * inv))
+        running_mean[j] = <floating>((1 - momentum) * running_mean[j] + momentum * mean[j])
+        running_var[j] = <floating>((1 - momentum) * running_var[j]
+                                    + momentum * var * N_global / (N_global - 1))
+    if N == 0:
+        return
+    for i in prange(N, num_threads=nt, schedule='static'):
+        _output_row(x_ptr + i * d, y_ptr + i * d, a_ptr, c_ptr, d, act, alpha_f,
+                    bits_ptr + i * wpr, <uint64_t>((row0 + i) * d), key, scale_f, dropout)
+
+
+cdef inline void _bn_grad_sums(const floating* x_ptr, const floating* dy_ptr,
+                               const double* mean, const double* invstd, double* partial,
+                               floating* coef, floating* dx_ptr, floating* dgamma,
+                               floating* dbeta, int act, floating alpha_f,
+                               const uint32_t* bits_ptr, Py_ssize_t wpr, floating scale_f,
+                               bint dropout, Py_ssize_t N, Py_ssize_t d) noexcept nogil:
+    """The first half of _bn_backward on this rank's N ≥ 0 rows: g into dX, the share's
+    Σg and Σg·x̂ into partial[0, 0] and partial[0, 1] (float64) and, rounded, into
+    dbeta and dgamma (the share's part of the gradient arena, summed over the ranks with
+    the rest of it)."""
+    cdef Py_ssize_t R = _block_rows(N)
+    cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef floating* a_ptr = coef
+    cdef floating* c_ptr = coef + d
+    cdef floating* mu_ptr = coef + 2 * d
+    cdef floating* inv_ptr = coef + 3 * d
+    for j in range(d):
+        mu_ptr[j] = <floating>mean[j]
+        inv_ptr[j] = <floating>invstd[j]
+    if N == 0:
+        for j in range(d):
+            partial[j] = 0
+            partial[d + j] = 0
+            dbeta[j] = 0
+            dgamma[j] = 0
+        return
+    if nt <= 1 or n_blocks == 1:
+        for b in range(n_blocks):
+            _block_grad_sums(x_ptr, dy_ptr, dx_ptr, a_ptr, c_ptr, mu_ptr, inv_ptr,
+                             partial + b * 4 * d, partial + (b * 4 + 1) * d,
+                             <floating*>(partial + (b * 4 + 2) * d), b * R,
+                             min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr, scale_f,
+                             dropout)
+    else:
+        for b in prange(n_blocks, num_threads=nt, schedule='static'):
+            _block_grad_sums(x_ptr, dy_ptr, dx_ptr, a_ptr, c_ptr, mu_ptr, inv_ptr,
+                             partial + b * 4 * d, partial + (b * 4 + 1) * d,
+                             <floating*>(partial + (b * 4 + 2) * d), b * R,
+                             min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr, scale_f,
+                             dropout)
+    _sum_blocks(partial, n_blocks, d, 0, d)
+    for j in range(d):
+        dbeta[j] = <floating>partial[j]
+        dgamma[j] = <floating>partial[d + j]
+
+
+cdef inline void _bn_dx(const floating* x_ptr, const floating* gamma, const double* invstd,
+                        const double* partial, floating* coef, floating* dx_ptr,
+                        Py_ssize_t N, Py_ssize_t d, Py_ssize_t N_global) noexcept nogil:
+    """The second half: dX of this rank's rows from the GLOBAL Σg, Σg·x̂ (partial[0, 0]
+    and partial[0, 1], summed over the ranks by the caller) and the global row count."""
+    cdef Py_ssize_t i, j
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef floating* a_ptr = coef
+    cdef floating* mu_ptr = coef + 2 * d
+    cdef floating* q_ptr = coef + 4 * d
+    cdef floating* r_ptr = coef + 5 * d
+    cdef double k
+    for j in range(d):
+        k = gamma[j] * invstd[j] / N_global
+        q_ptr[j] = <floating>(-k * partial[d + j] * invstd[j])
+        r_ptr[j] = <floating>(-k * partial[j])
+    if N == 0:
+        return
+    for i in prange(N, num_threads=nt, schedule='static'):
+        _dx_row(x_ptr + i * d, dx_ptr + i * d, a_ptr, mu_ptr, q_ptr, r_ptr, d)

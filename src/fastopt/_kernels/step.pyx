@@ -26,8 +26,9 @@ from ._parallel cimport threads_for
 from ._philox cimport dropout_key, make_key
 from ._dense_core cimport (_forward_layer, _backward_layer, _act_forward_rows,
                            _act_backward_rows)
-from ._norm_core cimport _bn_forward_train, _bn_forward_eval, _bn_backward
-from ._dropout_core cimport _dropout_forward, _dropout_backward
+from ._norm_core cimport (_bn_forward_train, _bn_forward_eval, _bn_backward,
+                          _bn_local_stats, _bn_finish_output, _bn_grad_sums, _bn_dx)
+from ._dropout_core cimport _dropout_forward_at, _dropout_backward
 from ._loss_core cimport _batch_loss, LOSS_XENT_LABELS
 from ._reduce cimport _sum_squares
 from .optim cimport BoundUpdate, update_run
@@ -82,10 +83,11 @@ cdef inline void _gather(const char* src, char* dst, const int64_t* idx, Py_ssiz
 
 
 cdef void _forward(floating* marker, Stage* stages, Py_ssize_t n, Py_ssize_t N,
-                   uint64_t seed, uint64_t step, bint training) noexcept nogil:
+                   uint64_t seed, uint64_t step, bint training,
+                   Py_ssize_t row0) noexcept nogil:
     cdef Py_ssize_t s
     for s in range(n):
-        _forward_stage(marker, &stages[s], N, seed, step, training)
+        _forward_stage(marker, &stages[s], N, seed, step, training, row0)
 
 
 cdef void _backward(floating* marker, Stage* stages, Py_ssize_t n,
@@ -98,7 +100,9 @@ cdef void _backward(floating* marker, Stage* stages, Py_ssize_t n,
 
 
 cdef void _forward_stage(floating* marker, Stage* st, Py_ssize_t N, uint64_t seed,
-                         uint64_t step, bint training) noexcept nogil:
+                         uint64_t step, bint training, Py_ssize_t row0) noexcept nogil:
+    # row0: the batch's first row within the global batch its dropout masks are drawn
+    # for (0 but in data-parallel training; batch norm's row0 goes through bn_output).
     cdef dropout_key key
     if st.kind == ST_DENSE:
         _forward_layer(<const floating*>st.f[F_X], <const floating*>st.f[F_W],
@@ -132,9 +136,9 @@ cdef void _forward_stage(floating* marker, Stage* st, Py_ssize_t N, uint64_t see
                           st.act, <floating>st.alpha)
     elif st.kind == ST_DROPOUT:
         key = make_key(seed, step, st.layer, st.threshold)
-        _dropout_forward(<const floating*>st.f[F_X], <floating*>st.f[F_Y],
-                         <uint32_t*>st.f[F_BITS], st.wpr, &key, <floating>st.scale, N,
-                         st.d_out)
+        _dropout_forward_at(<const floating*>st.f[F_X], <floating*>st.f[F_Y],
+                            <uint32_t*>st.f[F_BITS], st.wpr, &key, <floating>st.scale, N,
+                            st.d_out, row0)
     elif st.kind == ST_AFFINE:
         _affine_rows(<const floating*>st.f[F_X], <const floating*>st.f[F_W],
                      <const floating*>st.f[F_B], <floating*>st.f[F_Y], N, st.d_out)
@@ -216,6 +220,11 @@ cdef class StepPlan:
     cdef readonly double loss_scale
     cdef readonly double grad_scale     # the clipping factor the update was given
     cdef readonly bint applied          # run_step took the optimizer's step
+    # data-parallel training (fastopt.distributed): this rank's share starts at row
+    # ``row0`` of the global batch (dropout masks), and the loss is scaled by the global
+    # batch's 1/N or 1/Σw (``scale_override`` ≥ 0) instead of the share's
+    cdef readonly Py_ssize_t row0
+    cdef readonly double scale_override
     cdef object _keep, _data
 
     def __cinit__(self, list stages, Py_ssize_t N, bint is_double, bint training,
@@ -254,6 +263,8 @@ cdef class StepPlan:
         self._data = None
         self.x_src = self.t_src = self.w_src = 0
         self.x_row = self.t_row = 0
+        self.row0 = 0
+        self.scale_override = -1.0
 
     def __dealloc__(self):
         free(self.stages)
@@ -306,8 +317,10 @@ cdef class StepPlan:
                 scale = (_weight_sum(<const double*>self._w, self.N) if self.weighted
                          else <double>self.N)
                 scale = 1.0 / scale if scale > 0 else 0.0
+                if self.scale_override >= 0:
+                    scale = self.scale_override
                 _forward(<double*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training)
+                         self.training, self.row0)
                 total = _batch_loss(self.loss_kind, <const double*>self.out,
                                     <const double*>self._t, <const long long*>self._t,
                                     <const double*>self._w, scale, self.smoothing,
@@ -320,8 +333,10 @@ cdef class StepPlan:
                 scale = (_weight_sum(<const float*>self._w, self.N) if self.weighted
                          else <double>self.N)
                 scale = 1.0 / scale if scale > 0 else 0.0
+                if self.scale_override >= 0:
+                    scale = self.scale_override
                 _forward(<float*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training)
+                         self.training, self.row0)
                 total = _batch_loss(self.loss_kind, <const float*>self.out,
                                     <const float*>self._t, <const long long*>self._t,
                                     <const float*>self._w, scale, self.smoothing,
@@ -360,10 +375,10 @@ cdef class StepPlan:
             self._place(ip, start)
             if self.is_double:
                 _forward(<double*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training)
+                         self.training, self.row0)
             else:
                 _forward(<float*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training)
+                         self.training, self.row0)
 
     def backward(self):
         """The backward stages from d loss / d output already in the plan's ``dout``
@@ -385,10 +400,10 @@ cdef class StepPlan:
         with nogil:
             if self.is_double:
                 _forward_stage(<double*>NULL, &self.stages[s], self.N, self.seed, step,
-                               self.training)
+                               self.training, self.row0)
             else:
                 _forward_stage(<float*>NULL, &self.stages[s], self.N, self.seed, step,
-                               self.training)
+                               self.training, self.row0)
 
     def backward_stage(self, Py_ssize_t s):
         """Stage s's backward alone (a no-op for stages the backward pass skips)."""
@@ -433,6 +448,130 @@ cdef class StepPlan:
         """The batch gather alone (rows idx[start:start+N] into the plan's buffers)."""
         with nogil:
             self._place(&idx[start], start)
+
+    # -- data-parallel training (fastopt.distributed drives these between collectives) --
+
+    def set_share(self, Py_ssize_t row0, double loss_scale):
+        """This rank's share starts at row ``row0`` of the global batch; the loss (and so
+        d loss / d output) is scaled by ``loss_scale`` (the global batch's 1/N or 1/Σw;
+        negative: the share's own, as a single process)."""
+        self.row0, self.scale_override = row0, loss_scale
+
+    def place(self, const int64_t[::1] idx=None, Py_ssize_t start=0):
+        """Point the plan at the batch (and gather shuffled rows) without running it."""
+        cdef const int64_t* ip = &idx[start] if idx is not None else NULL
+        with nogil:
+            self._place(ip, start)
+
+    def loss_scaled(self, double scale):
+        """The fused loss on the current output with the given scale."""
+        cdef double total
+        with nogil:
+            if self.is_double:
+                total = _batch_loss(self.loss_kind, <const double*>self.out,
+                                    <const double*>self._t, <const long long*>self._t,
+                                    <const double*>self._w, scale, self.smoothing,
+                                    <double*>self.dout, <double*>self.row_loss, self.N,
+                                    self.n_out)
+            else:
+                total = _batch_loss(self.loss_kind, <const float*>self.out,
+                                    <const float*>self._t, <const long long*>self._t,
+                                    <const float*>self._w, scale, self.smoothing,
+                                    <float*>self.dout, <double*>self.row_loss, self.N,
+                                    self.n_out)
+        return total
+
+    def weight_sum(self):
+        """Σw of the placed batch in row order, float64 (N without weights)."""
+        if not self.weighted:
+            return <double>self.N
+        if self.is_double:
+            return _weight_sum(<const double*>self._w, self.N)
+        return _weight_sum(<const float*>self._w, self.N)
+
+    def bn_stats(self, Py_ssize_t s):
+        """Batch-norm stage s, forward, first half: back up the running statistics and
+        leave this share's mean and M2 per feature in the stage's ``mean`` and ``invstd``
+        buffers (the caller merges them over the ranks and writes the global ones back)."""
+        cdef Stage* st = &self.stages[s]
+        cdef size_t item = 8 if self.is_double else 4
+        with nogil:
+            memcpy(<void*>st.f[F_BACKUP_MEAN], <void*>st.f[F_RUNNING_MEAN], st.d_out * item)
+            memcpy(<void*>st.f[F_BACKUP_VAR], <void*>st.f[F_RUNNING_VAR], st.d_out * item)
+            if self.is_double:
+                _bn_local_stats(<const double*>st.f[F_X], <double*>st.f[F_PARTIAL],
+                                <double*>st.f[F_MEAN], <double*>st.f[F_INVSTD], self.N,
+                                st.d_out)
+            else:
+                _bn_local_stats(<const float*>st.f[F_X], <double*>st.f[F_PARTIAL],
+                                <double*>st.f[F_MEAN], <double*>st.f[F_INVSTD], self.N,
+                                st.d_out)
+
+    def bn_output(self, Py_ssize_t s, uint64_t step, Py_ssize_t n_global):
+        """Second half: normalize with the global mean and M2 now in ``mean``/``invstd``
+        (n_global rows), update the running statistics, write the share's output (with
+        the fused activation and the dropout of global rows row0..)."""
+        cdef Stage* st = &self.stages[s]
+        cdef dropout_key key = make_key(self.seed, step, st.layer, st.threshold)
+        with nogil:
+            if self.is_double:
+                _bn_finish_output(<const double*>st.f[F_X], <const double*>st.f[F_W],
+                                  <const double*>st.f[F_B], <double*>st.f[F_Y],
+                                  <const double*>st.f[F_MEAN], <double*>st.f[F_INVSTD],
+                                  <double*>st.f[F_RUNNING_MEAN],
+                                  <double*>st.f[F_RUNNING_VAR], <double*>st.f[F_COEF],
+                                  st.momentum, st.eps, st.act, <double>st.alpha,
+                                  <uint32_t*>st.f[F_BITS], st.wpr, &key, <double>st.scale,
+                                  st.dropout, self.N, st.d_out, n_global, self.row0)
+            else:
+                _bn_finish_output(<const float*>st.f[F_X], <const float*>st.f[F_W],
+                                  <const float*>st.f[F_B], <float*>st.f[F_Y],
+                                  <const double*>st.f[F_MEAN], <double*>st.f[F_INVSTD],
+                                  <float*>st.f[F_RUNNING_MEAN],
+                                  <float*>st.f[F_RUNNING_VAR], <float*>st.f[F_COEF],
+                                  st.momentum, st.eps, st.act, <float>st.alpha,
+                                  <uint32_t*>st.f[F_BITS], st.wpr, &key, <float>st.scale,
+                                  st.dropout, self.N, st.d_out, n_global, self.row0)
+
+    def bn_grad_sums(self, Py_ssize_t s):
+        """Batch-norm stage s, backward, first half: g into dX and the share's Σg, Σg·x̂
+        into ``partial[0, 0]``, ``partial[0, 1]`` (and into dβ, dγ of the arena)."""
+        cdef Stage* st = &self.stages[s]
+        with nogil:
+            if self.is_double:
+                _bn_grad_sums(<const double*>st.f[F_X], <const double*>st.f[F_DY],
+                              <const double*>st.f[F_MEAN], <const double*>st.f[F_INVSTD],
+                              <double*>st.f[F_PARTIAL], <double*>st.f[F_COEF],
+                              <double*>st.f[F_DX], <double*>st.f[F_DW],
+                              <double*>st.f[F_DB], st.act, <double>st.alpha,
+                              <const uint32_t*>st.f[F_BITS], st.wpr, <double>st.scale,
+                              st.dropout, self.N, st.d_out)
+            else:
+                _bn_grad_sums(<const float*>st.f[F_X], <const float*>st.f[F_DY],
+                              <const double*>st.f[F_MEAN], <const double*>st.f[F_INVSTD],
+                              <double*>st.f[F_PARTIAL], <float*>st.f[F_COEF],
+                              <float*>st.f[F_DX], <float*>st.f[F_DW],
+                              <float*>st.f[F_DB], st.act, <float>st.alpha,
+                              <const uint32_t*>st.f[F_BITS], st.wpr, <float>st.scale,
+                              st.dropout, self.N, st.d_out)
+
+    def bn_dx(self, Py_ssize_t s, Py_ssize_t n_global):
+        """Second half: dX of the share from the global sums now in ``partial[0]``
+        (nothing when the stage needs no input gradient)."""
+        cdef Stage* st = &self.stages[s]
+        if not st.need_dx:
+            return
+        with nogil:
+            if self.is_double:
+                _bn_dx(<const double*>st.f[F_X], <const double*>st.f[F_W],
+                       <const double*>st.f[F_INVSTD], <const double*>st.f[F_PARTIAL],
+                       <double*>st.f[F_COEF], <double*>st.f[F_DX], self.N, st.d_out,
+                       n_global)
+            else:
+                _bn_dx(<const float*>st.f[F_X], <const float*>st.f[F_W],
+                       <const double*>st.f[F_INVSTD], <const double*>st.f[F_PARTIAL],
+                       <float*>st.f[F_COEF], <float*>st.f[F_DX], self.N, st.d_out,
+                       n_global)
 
     def restore_state(self):
         """Put back the batch-norm running statistics saved by the last training forward
