@@ -113,3 +113,21 @@ def test_unknown_loss_and_optimizer_are_rejected():
         fo.Trainer(model, "hinge", fo.optim.SGD())
     with pytest.raises(TypeError, match="optimizer"):
         fo.Trainer(model, "mse", "adam")
+
+
+@pytest.mark.parametrize("name", ["clip_norm", "clip_value"])
+@pytest.mark.parametrize("value", [True, False, 0, -1.0, float("nan"), "1"])
+def test_clipping_arguments_must_be_positive_numbers_not_booleans(name, value):
+    model = fo.Sequential([fo.Dense(2)], input_dim=3)
+    with pytest.raises((TypeError, ValueError), match=name):
+        fo.Trainer(model, "mse", fo.optim.SGD(), **{name: value})
+
+
+def test_save_does_not_need_the_training_loop():
+    import inspect
+
+    import fastopt.io
+
+    # io writes the file format; a Trainer describes itself (Trainer.state_dict), so
+    # callbacks -> io -> train -> callbacks is no longer a circle.
+    assert "from .train" not in inspect.getsource(fastopt.io.save)

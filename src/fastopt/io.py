@@ -180,32 +180,30 @@ def save(obj, path):
     """
     from . import __version__
     from .model import Sequential
-    from .train import Trainer
 
-    if isinstance(obj, Trainer):
-        if type(obj) is not Trainer:
-            raise TypeError(f"save takes a Sequential or a plain Trainer; save a "
-                            f"{type(obj).__name__}'s model instead (fastopt.save(trainer.model, path))")
-        model, trainer = obj.model, obj
-    elif isinstance(obj, Sequential):
-        model, trainer = obj, None
+    # A Trainer is anything with a model and a state_dict (train.Trainer): io needs only
+    # the file format, not the training loop.
+    if isinstance(obj, Sequential):
+        model, trainer_state = obj, None
+    elif isinstance(getattr(obj, "model", None), Sequential) and hasattr(obj, "state_dict"):
+        model, trainer_state = obj.model, obj.state_dict()
     else:
         raise TypeError(f"save takes a Sequential or a Trainer, got {type(obj).__name__}")
     arrays = {}
     meta = {"format": FORMAT, "version": VERSION, "fastopt_version": __version__,
-            "kind": "trainer" if trainer else "model",
+            "kind": "trainer" if trainer_state is not None else "model",
             "model": model.get_config(),
             "state": _split_arrays(model.get_state(), "model", arrays)}
-    if trainer is not None:
-        opt = trainer.optimizer
-        meta["trainer"] = trainer.get_config()
-        meta["counters"] = trainer.counters()
-        meta["optimizer"] = {"class": type(opt).__name__,
-                             "state": _split_arrays(opt.state_dict(), "optimizer", arrays)}
-        if trainer.schedule is not None:
-            meta["schedule"] = {"class": type(trainer.schedule).__name__,
-                                "state": _split_arrays(trainer.schedule.state_dict(), "schedule",
-                                                       arrays)}
+    if trainer_state is not None:
+        meta["trainer"] = trainer_state["trainer"]
+        meta["counters"] = trainer_state["counters"]
+        opt = trainer_state["optimizer"]
+        meta["optimizer"] = {"class": opt["class"],
+                             "state": _split_arrays(opt["state"], "optimizer", arrays)}
+        if "schedule" in trainer_state:
+            sched = trainer_state["schedule"]
+            meta["schedule"] = {"class": sched["class"],
+                                "state": _split_arrays(sched["state"], "schedule", arrays)}
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -493,7 +491,6 @@ def load(path, max_bytes=None):
     before any allocation larger than ``max_bytes`` (default ``MAX_BYTES``), and raises a
     ``ValueError`` starting with the path on anything that is not a sound fastopt file.
     """
-    from . import optim, schedules
     from .model import Sequential
     from .train import Trainer
 
@@ -505,44 +502,19 @@ def load(path, max_bytes=None):
         if params_key not in arrays or arrays[params_key].ndim != 1:
             raise ValueError("the parameter array is missing or not one-dimensional")
         _check_model_config(meta["model"], arrays[params_key].size, path)
-        config = meta["model"]
-        registry = _layer_registry()
-        built = [registry[spec["class"]](**spec["config"]) for spec in config["layers"]]
-        model = Sequential(built, input_dim=config["input_dim"], dtype=config["dtype"],
-                           seed=config["seed"], metadata=config.get("metadata"))
+        model = Sequential.from_config(meta["model"])
         model.set_state(_join_arrays(state, arrays, path))
         if meta["kind"] == "model":
             return model
         if meta["kind"] != "trainer":
             raise ValueError(f"unknown kind {meta['kind']!r}")
-        tconf = meta["trainer"]
-        opt_meta = meta["optimizer"]
-        by_name = {cls.__name__: cls for cls in optim.OPTIMIZERS.values()}
-        opt_cls = by_name.get(opt_meta["class"]) if isinstance(opt_meta["class"], str) else None
-        if opt_cls is None:
-            raise ValueError(f"unknown optimizer class {opt_meta['class']!r}")
-        optimizer = opt_cls()
-        optimizer.load_state_dict(_join_arrays(opt_meta["state"], arrays, path))
-        schedule = None
+        state = {"trainer": meta["trainer"], "counters": meta["counters"],
+                 "optimizer": {"class": meta["optimizer"]["class"],
+                               "state": _join_arrays(meta["optimizer"]["state"], arrays, path)}}
         if "schedule" in meta:
-            schedule = schedules.from_state_dict(_join_arrays(meta["schedule"]["state"], arrays,
-                                                              path))
-        from .losses import LOSSES
-
-        loss_name = tconf["loss"]["name"]
-        loss_cls = LOSSES.get(loss_name) if isinstance(loss_name, str) else None
-        if loss_cls is None:
-            raise ValueError(f"unknown loss {loss_name!r}")
-        trainer = Trainer(model, loss_cls(**tconf["loss"]["config"]), optimizer,
-                          schedule=schedule, clip_norm=tconf["clip_norm"],
-                          clip_value=tconf["clip_value"], metrics=tconf["metrics"],
-                          on_nonfinite=tconf["on_nonfinite"])
-        counters = meta["counters"]
-        trainer.step_count = int(counters["step_count"])
-        trainer.epoch = int(counters["epoch"])
-        trainer.batch_in_epoch = int(counters["batch_in_epoch"])
-        trainer.seed = counters["seed"]
-        trainer._layout = counters.get("layout")
+            state["schedule"] = {"class": meta["schedule"]["class"],
+                                 "state": _join_arrays(meta["schedule"]["state"], arrays, path)}
+        trainer = Trainer.from_state_dict(model, state)
         return trainer
     except (KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
         raise ValueError(f"{path}: the fastopt description is incomplete or malformed "

@@ -183,6 +183,25 @@ class Sequential:
             buf[...] = given[key]
         self.train_step = int(state.get("train_step", self.train_step))
 
+    @classmethod
+    def from_config(cls, config):
+        """The model ``get_config`` described (fresh parameters: ``set_state`` restores
+        them). Only fastopt's own layer classes are built."""
+        from . import layers as layer_module
+
+        registry = {name: getattr(layer_module, name) for name in layer_module.__all__
+                    if isinstance(getattr(layer_module, name), type)
+                    and issubclass(getattr(layer_module, name), Layer)}
+        built = []
+        for i, spec in enumerate(config["layers"]):
+            layer_cls = registry.get(spec["class"]) if isinstance(spec["class"], str) else None
+            if layer_cls is None:
+                raise ValueError(f"layer {i} has unknown class {spec['class']!r}; fastopt "
+                                 f"builds only its own layers: {sorted(registry)}")
+            built.append(layer_cls(**spec["config"]))
+        return cls(built, input_dim=config["input_dim"], dtype=config["dtype"],
+                   seed=config["seed"], metadata=config.get("metadata"))
+
     def get_config(self):
         return {
             "input_dim": self.input_dim,

@@ -113,47 +113,17 @@ _LEARNING_RATES = ("constant", "invscaling", "adaptive")
 # ---- plain-data round trip of a trained model (pickle, deepcopy) ----
 
 def _trainer_to_plain(trainer):
-    """Everything a Trainer needs to continue, as dicts, numbers and numpy arrays."""
-    model, opt = trainer.model, trainer.optimizer
-    return {
-        "model_config": model.get_config(),
-        "model_state": model.get_state(),
-        "loss": trainer.loss.name,
-        "clip_norm": trainer.clip_norm,
-        "optimizer": type(opt).__name__,
-        "optimizer_state": opt.state_dict(),
-        "schedule": None if trainer.schedule is None else trainer.schedule.state_dict(),
-        "counters": trainer.counters(),
-    }
+    """Everything a Trainer needs to continue, as dicts, numbers and numpy arrays (the
+    same state fastopt.save writes)."""
+    model = trainer.model
+    return {"model_config": model.get_config(), "model_state": model.get_state(),
+            "trainer": trainer.state_dict()}
 
 
 def _trainer_from_plain(plain):
-    config = plain["model_config"]
-    built = []
-    for spec in config["layers"]:
-        cls = getattr(_layers, spec["class"], None)
-        if not (isinstance(cls, type) and issubclass(cls, _layers.Layer)):
-            raise ValueError(f"unknown fastopt layer class {spec['class']!r}")
-        built.append(cls(**spec["config"]))
-    model = Sequential(built, input_dim=config["input_dim"], dtype=config["dtype"],
-                       seed=config["seed"], metadata=config.get("metadata"))
+    model = Sequential.from_config(plain["model_config"])
     model.set_state(plain["model_state"])
-    opt_cls = {cls.__name__: cls for cls in _optim.OPTIMIZERS.values()}.get(plain["optimizer"])
-    if opt_cls is None:
-        raise ValueError(f"unknown fastopt optimizer class {plain['optimizer']!r}")
-    optimizer = opt_cls()
-    optimizer.load_state_dict(plain["optimizer_state"])
-    schedule = plain["schedule"]
-    if schedule is not None:
-        schedule = _schedules.from_state_dict(schedule)
-    trainer = Trainer(model, plain["loss"], optimizer, schedule=schedule,
-                      clip_norm=plain["clip_norm"])
-    counters = plain["counters"]
-    trainer.step_count = int(counters["step_count"])
-    trainer.epoch = int(counters["epoch"])
-    trainer.batch_in_epoch = int(counters["batch_in_epoch"])
-    trainer.seed = counters["seed"]
-    return trainer
+    return Trainer.from_state_dict(model, plain["trainer"])
 
 
 # ---- the per-epoch bookkeeping scikit-learn's MLP does ----

@@ -19,7 +19,8 @@ from .metrics import get_metric
 from ._signals import _InterruptFlag
 from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
-from .validation import as_matrix, check_positive_int, check_same_length, check_seed
+from .validation import (as_matrix, check_number, check_positive_int, check_same_length,
+                         check_seed)
 
 __all__ = ["Trainer", "History"]
 
@@ -138,10 +139,10 @@ class Trainer:
             raise TypeError(f"optimizer must be a fastopt optimizer, got {optimizer!r}")
         self.optimizer = optimizer
         self.schedule = schedule
-        for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
-            if value is not None and not (isinstance(value, (int, float)) and value > 0
-                                          and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if clip_norm is not None:   # (check_number refuses booleans: clip_norm=True)
+            clip_norm = check_number(clip_norm, "clip_norm", low=0, low_open=True)
+        if clip_value is not None:
+            clip_value = check_number(clip_value, "clip_value", low=0, low_open=True)
         self.clip_norm = clip_norm
         if clip_value is not None:
             # Clamping happens inside the optimizer's single pass over the arena; the
@@ -517,13 +518,16 @@ class Trainer:
         stop = n - n % batch_size if drop_last else n
         first = self.batch_in_epoch
         dist = self._dist
+        plans = {}   # by batch length: the full batch and the tail, looked up once an epoch
         for b, start in enumerate(range(first * batch_size, stop, batch_size), start=first):
             if self.steps_in_epoch is not None and b >= self.steps_in_epoch:
                 break
             end = min(start + batch_size, n)
             if dist is None:
-                plan = self._plan_for(end - start, T, W)
-                plan.bind(X, T, W)   # the plan gathers the rows itself (order) or reads the slice
+                plan = plans.get(end - start)
+                if plan is None:
+                    plan = plans[end - start] = self._plan_for(end - start, T, W)
+                    plan.bind(X, T, W)   # the plan gathers the rows (order) or reads the slice
                 value = self._step(plan, order, start)
             else:
                 # This rank's contiguous share of the global batch start..end.
@@ -601,3 +605,52 @@ class Trainer:
     def counters(self):
         return {"step_count": self.step_count, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "seed": self.seed, "layout": self._layout}
+
+    def state_dict(self):
+        """Everything this Trainer needs to continue besides its model, as dicts, numbers,
+        strings, None and numpy arrays: the one form ``fastopt.save`` writes and the
+        estimators pickle. ``from_state_dict(model, state)`` rebuilds the Trainer."""
+        if type(self) is not Trainer:
+            raise TypeError(f"a {type(self).__name__} cannot be saved whole; save a "
+                            f"{type(self).__name__}'s model instead "
+                            "(fastopt.save(trainer.model, path))")
+        opt = self.optimizer
+        state = {"trainer": self.get_config(), "counters": self.counters(),
+                 "optimizer": {"class": type(opt).__name__, "state": opt.state_dict()}}
+        if self.schedule is not None:
+            state["schedule"] = {"class": type(self.schedule).__name__,
+                                 "state": self.schedule.state_dict()}
+        return state
+
+    @classmethod
+    def from_state_dict(cls, model, state):
+        """The Trainer ``state_dict`` described, on ``model`` (its parameters and buffers
+        already restored). Names are looked up among fastopt's own optimizers, schedules
+        and losses only."""
+        from . import optim, schedules
+        from .losses import LOSSES
+
+        tconf, opt_meta = state["trainer"], state["optimizer"]
+        by_name = {c.__name__: c for c in optim.OPTIMIZERS.values()}
+        opt_cls = by_name.get(opt_meta["class"]) if isinstance(opt_meta["class"], str) else None
+        if opt_cls is None:
+            raise ValueError(f"unknown optimizer class {opt_meta['class']!r}")
+        optimizer = opt_cls()
+        optimizer.load_state_dict(opt_meta["state"])
+        schedule = None
+        if state.get("schedule") is not None:
+            schedule = schedules.from_state_dict(state["schedule"]["state"])
+        loss_name = tconf["loss"]["name"]
+        loss_cls = LOSSES.get(loss_name) if isinstance(loss_name, str) else None
+        if loss_cls is None:
+            raise ValueError(f"unknown loss {loss_name!r}")
+        trainer = cls(model, loss_cls(**tconf["loss"]["config"]), optimizer, schedule=schedule,
+                      clip_norm=tconf["clip_norm"], clip_value=tconf["clip_value"],
+                      metrics=tconf["metrics"], on_nonfinite=tconf["on_nonfinite"])
+        counters = state["counters"]
+        trainer.step_count = int(counters["step_count"])
+        trainer.epoch = int(counters["epoch"])
+        trainer.batch_in_epoch = int(counters["batch_in_epoch"])
+        trainer.seed = counters["seed"]
+        trainer._layout = counters.get("layout")
+        return trainer
