@@ -426,6 +426,20 @@ def measure_epoch(threads, settings, torch, sklearn, rows):
                    fastopt_context(threads))]
     warm = [lambda: trainer.fit(X[:warm_rows], y[:warm_rows], epochs=1, batch_size=w.batch,
                                 verbose=0)]
+    # The epoch's steps on their own (a second trainer, the same number of full batches
+    # and the tail, on one cache-hot batch each), timed in the same interleaved rounds:
+    # the epoch's overhead (input checks, shuffling, gathering from memory, the loop) is
+    # the ratio of the two.
+    stepper = fastopt_trainer(w)
+    T = fastopt_targets(stepper, y)
+    full, tail = rows // w.batch, rows % w.batch
+    batches = [(X[:w.batch], T[:w.batch])] * full + ([(X[:tail], T[:tail])] if tail else [])
+
+    def steps_only():
+        for xb, tb in batches:
+            fastopt_step(stepper, xb, tb)
+    contenders.append(("fastopt steps", steps_only, fastopt_context(threads)))
+    warm.append(lambda: [fastopt_step(stepper, xb, tb) for xb, tb in batches[:10]])
     if torch is not None:
         ctx = torch_context(torch, threads)
         for label, fused in (("torch default", False), ("torch best", True)):
@@ -454,23 +468,10 @@ def measure_epoch(threads, settings, torch, sklearn, rows):
                            budget_s=2 * settings.budget_s)
     steps = -(-rows // w.batch)
     flops = gemm_flops(w) * (rows // w.batch) + gemm_flops(w, rows % w.batch)
-    # What the epoch's steps cost on their own (the same trainer, full batches and the
-    # tail), for the epoch's overhead: shuffling, gathering, the loop.
-    T = fastopt_targets(trainer, y)
-    with fastopt_context(threads)():
-        per_step = {}
-        for n in {w.batch, rows % w.batch or w.batch}:
-            times = []
-            for _ in range(25):
-                t0 = time.perf_counter()
-                fastopt_step(trainer, X[:n], T[:n])
-                times.append(time.perf_counter() - t0)
-            per_step[n] = statistics.median(times[5:])
-    steps_time = (rows // w.batch) * per_step[w.batch] + (per_step[rows % w.batch]
-                                                          if rows % w.batch else 0.0)
     return {"fastopt": med["fastopt"], "torch default": med.get("torch default"),
             "torch best": med.get("torch best"), "sklearn": med.get("sklearn"),
-            "flops": flops, "steps": steps, "rounds": done, "steps_time": steps_time}
+            "flops": flops, "steps": steps, "rounds": done,
+            "steps_time": med.get("fastopt steps")}
 
 
 def measure_optim(threads, settings, torch):
