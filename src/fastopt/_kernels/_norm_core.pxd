@@ -234,42 +234,6 @@ cdef inline void _output_row(const floating* x, floating* y, const floating* a,
 
 
 
-cdef inline void _finish_stats(const double* partial, const floating* gamma,
-                               const floating* beta, double* mean, double* invstd,
-                               floating* running_mean, floating* running_var,
-                               floating* a, floating* c, double momentum, double eps,
-                               Py_ssize_t N, Py_ssize_t R, Py_ssize_t n_blocks, Py_ssize_t d,
-                               Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    """Features j0..j1−1: Chan's merge of the blocks' (mean, M2) in block order, then
-    σ⁻¹, the output coefficients a and c, and the running statistics. M2 is held in
-    invstd meanwhile. ``partial`` is (n_blocks, 4, d): rows 0 and 1 of each block hold
-    its mean and M2."""
-    cdef Py_ssize_t b, j
-    cdef double n_a = min(R, N), n_b, n_ab, delta, var, inv
-    cdef const double* pb
-    for j in range(j0, j1):
-        mean[j] = partial[j]
-        invstd[j] = partial[d + j]
-    for b in range(1, n_blocks):
-        n_b = min(b * R + R, N) - b * R
-        n_ab = n_a + n_b
-        pb = partial + b * 4 * d
-        for j in range(j0, j1):
-            delta = pb[j] - mean[j]
-            mean[j] = mean[j] + delta * (n_b / n_ab)
-            invstd[j] = invstd[j] + pb[d + j] + delta * delta * (n_a * n_b / n_ab)
-        n_a = n_ab
-    for j in range(j0, j1):
-        var = invstd[j] / N
-        inv = 1.0 / sqrt(var + eps)
-        invstd[j] = inv
-        a[j] = <floating>(gamma[j] * inv)
-        c[j] = <floating>(beta[j] - mean[j] * (gamma[j] * inv))
-        running_mean[j] = <floating>((1 - momentum) * running_mean[j] + momentum * mean[j])
-        running_var[j] = <floating>((1 - momentum) * running_var[j]
-                                    + momentum * var * N / (N - 1))
-
-
 cdef inline Py_ssize_t _n_blocks(Py_ssize_t N) noexcept nogil:
     cdef Py_ssize_t r = _block_rows(N)
     return (N + r - 1) // r if N > 0 else 1
@@ -286,35 +250,13 @@ cdef inline void _bn_forward_train(const floating* x_ptr, const floating* gamma,
     """Training forward over N ≥ 2 rows of d features. Workspace: ``partial``
     (_n_blocks(N), 4, d) float64, ``coef`` (6, d): rows 0 and 1 receive a and c.
     With ``dropout`` the mask bits go to ``bits_ptr`` (N rows of ``wpr`` words)."""
-    cdef Py_ssize_t R = _block_rows(N)
-    cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, i
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
-    cdef floating* a_ptr = coef
-    cdef floating* c_ptr = coef + d
     if N == 0 or d == 0:
         return
-    if nt <= 1 or n_blocks == 1:
-        for b in range(n_blocks):
-            _block_stats(x_ptr, partial + b * 4 * d, partial + (b * 4 + 1) * d,
-                         partial + (b * 4 + 2) * d, b * R, min(b * R + R, N), d)
-    else:
-        for b in prange(n_blocks, num_threads=nt, schedule='static'):
-            _block_stats(x_ptr, partial + b * 4 * d, partial + (b * 4 + 1) * d,
-                         partial + (b * 4 + 2) * d, b * R, min(b * R + R, N), d)
-    # Per feature, so feature ranges can go to different threads: each feature's
-    # blocks are still merged in block order.
-    if nt <= 1:
-        _finish_stats(partial, gamma, beta, mean, invstd, running_mean, running_var,
-                      a_ptr, c_ptr, momentum, eps, N, R, n_blocks, d, 0, d)
-    else:
-        for b in prange((d + MERGE_COLUMNS - 1) // MERGE_COLUMNS, num_threads=nt,
-                        schedule='static'):
-            _finish_stats(partial, gamma, beta, mean, invstd, running_mean,
-                          running_var, a_ptr, c_ptr, momentum, eps, N, R, n_blocks, d,
-                          b * MERGE_COLUMNS, min(b * MERGE_COLUMNS + MERGE_COLUMNS, d))
-    for i in prange(N, num_threads=nt, schedule='static'):
-        _output_row(x_ptr + i * d, y_ptr + i * d, a_ptr, c_ptr, d, act, alpha_f,
-                    bits_ptr + i * wpr, <uint64_t>(i * d), key, scale_f, dropout)
+    # (M2 is held in invstd until the finish turns it into σ⁻¹.)
+    _bn_local_stats(x_ptr, partial, mean, invstd, N, d)
+    _bn_finish_output(x_ptr, gamma, beta, y_ptr, mean, invstd, running_mean, running_var,
+                      coef, momentum, eps, act, alpha_f, bits_ptr, wpr, key, scale_f,
+                      dropout, N, d, N, 0)
 
 
 cdef inline void _bn_forward_eval(const floating* x_ptr, const floating* gamma,
@@ -416,55 +358,12 @@ cdef inline void _bn_backward(const floating* x_ptr, const floating* dy_ptr,
     ``need_dx``. With ``dropout`` the mask comes from the forward's bits. Workspace:
     ``partial`` as in forward, ``coef`` rows 2..5. dX (also the scratch for g) may not
     alias dY or X."""
-    cdef Py_ssize_t R = _block_rows(N)
-    cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
-    cdef floating* a_ptr = coef
-    cdef floating* c_ptr = coef + d
-    cdef floating* mu_ptr = coef + 2 * d
-    cdef floating* inv_ptr = coef + 3 * d
-    cdef floating* q_ptr = coef + 4 * d
-    cdef floating* r_ptr = coef + 5 * d
-    cdef double sg, sgx, k
     if N == 0 or d == 0:
         return
-    for j in range(d):
-        mu_ptr[j] = <floating>mean[j]
-        inv_ptr[j] = <floating>invstd[j]
-    if nt <= 1 or n_blocks == 1:
-        for b in range(n_blocks):
-            _block_grad_sums(x_ptr, dy_ptr, dx_ptr, a_ptr, c_ptr, mu_ptr, inv_ptr,
-                             partial + b * 4 * d, partial + (b * 4 + 1) * d,
-                             <floating*>(partial + (b * 4 + 2) * d), b * R,
-                             min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr, scale_f,
-                             dropout)
-    else:
-        for b in prange(n_blocks, num_threads=nt, schedule='static'):
-            _block_grad_sums(x_ptr, dy_ptr, dx_ptr, a_ptr, c_ptr, mu_ptr, inv_ptr,
-                             partial + b * 4 * d, partial + (b * 4 + 1) * d,
-                             <floating*>(partial + (b * 4 + 2) * d), b * R,
-                             min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr, scale_f,
-                             dropout)
-    # Block order, into block 0's row, feature ranges on different threads (a loop
-    # over blocks per feature strides by 4·d doubles: ~10% of the whole backward).
-    if nt <= 1:
-        _sum_blocks(partial, n_blocks, d, 0, d)
-    else:
-        for b in prange((d + MERGE_COLUMNS - 1) // MERGE_COLUMNS, num_threads=nt,
-                        schedule='static'):
-            _sum_blocks(partial, n_blocks, d, b * MERGE_COLUMNS,
-                        min(b * MERGE_COLUMNS + MERGE_COLUMNS, d))
-    for j in range(d):
-        sg = partial[j]
-        sgx = partial[d + j]
-        dbeta[j] = <floating>sg
-        dgamma[j] = <floating>sgx
-        k = gamma[j] * invstd[j] / N
-        q_ptr[j] = <floating>(-k * sgx * invstd[j])
-        r_ptr[j] = <floating>(-k * sg)
+    _bn_grad_sums(x_ptr, dy_ptr, mean, invstd, partial, coef, dx_ptr, dgamma, dbeta, act,
+                  alpha_f, bits_ptr, wpr, scale_f, dropout, N, d)
     if need_dx:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            _dx_row(x_ptr + i * d, dx_ptr + i * d, a_ptr, mu_ptr, q_ptr, r_ptr, d)
+        _bn_dx(x_ptr, gamma, invstd, partial, coef, dx_ptr, N, d, N)
 
 
 # ---- synchronized batch norm (data-parallel training, fastopt.distributed) ----
@@ -475,8 +374,31 @@ cdef inline void _bn_backward(const floating* x_ptr, const floating* dy_ptr,
 # the caller (Chan et al.'s update, the same one the block merge uses), and
 # ``_bn_finish_output`` normalizes with the merged numbers; backward, ``_bn_grad_sums``
 # leaves the share's Σg and Σg·x̂, the caller sums them over the ranks, and ``_bn_dx``
-# finishes dX with the global sums and the global row count. The single-process path
-# does not use these functions (its bits are those of the functions above).
+# finishes dX with the global sums and the global row count. The single-process
+# functions above are these same pieces with the global batch = the local one.
+
+cdef inline void _merge_blocks(const double* partial, double* mean, double* m2,
+                               Py_ssize_t R, Py_ssize_t N, Py_ssize_t n_blocks, Py_ssize_t d,
+                               Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Features j0..j1−1: Chan et al.'s pairwise merge of the blocks' (mean, M2), in
+    block order. ``partial`` is (n_blocks, 4, d): rows 0 and 1 of each block hold its
+    mean and M2."""
+    cdef Py_ssize_t b, j
+    cdef double n_a = min(R, N), n_b, n_ab, delta
+    cdef const double* pb
+    for j in range(j0, j1):
+        mean[j] = partial[j]
+        m2[j] = partial[d + j]
+    for b in range(1, n_blocks):
+        n_b = min(b * R + R, N) - b * R
+        n_ab = n_a + n_b
+        pb = partial + b * 4 * d
+        for j in range(j0, j1):
+            delta = pb[j] - mean[j]
+            mean[j] = mean[j] + delta * (n_b / n_ab)
+            m2[j] = m2[j] + pb[d + j] + delta * delta * (n_a * n_b / n_ab)
+        n_a = n_ab
+
 
 cdef inline void _bn_local_stats(const floating* x_ptr, double* partial, double* mean,
                                  double* m2, Py_ssize_t N, Py_ssize_t d) noexcept nogil:
@@ -485,8 +407,6 @@ cdef inline void _bn_local_stats(const floating* x_ptr, double* partial, double*
     cdef Py_ssize_t R = _block_rows(N)
     cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
     cdef int nt = threads_for(N * d, NORM_PER_THREAD)
-    cdef double n_a, n_b, n_ab, delta
-    cdef const double* pb
     if N == 0:
         for j in range(d):
             mean[j] = 0
@@ -500,19 +420,15 @@ cdef inline void _bn_local_stats(const floating* x_ptr, double* partial, double*
         for b in prange(n_blocks, num_threads=nt, schedule='static'):
             _block_stats(x_ptr, partial + b * 4 * d, partial + (b * 4 + 1) * d,
                          partial + (b * 4 + 2) * d, b * R, min(b * R + R, N), d)
-    n_a = min(R, N)
-    for j in range(d):
-        mean[j] = partial[j]
-        m2[j] = partial[d + j]
-    for b in range(1, n_blocks):
-        n_b = min(b * R + R, N) - b * R
-        n_ab = n_a + n_b
-        pb = partial + b * 4 * d
-        for j in range(d):
-            delta = pb[j] - mean[j]
-            mean[j] = mean[j] + delta * (n_b / n_ab)
-            m2[j] = m2[j] + pb[d + j] + delta * delta * (n_a * n_b / n_ab)
-        n_a = n_ab
+    # Per feature, so feature ranges can go to different threads: each feature's blocks
+    # are still merged in block order.
+    if nt <= 1:
+        _merge_blocks(partial, mean, m2, R, N, n_blocks, d, 0, d)
+    else:
+        for b in prange((d + MERGE_COLUMNS - 1) // MERGE_COLUMNS, num_threads=nt,
+                        schedule='static'):
+            _merge_blocks(partial, mean, m2, R, N, n_blocks, d, b * MERGE_COLUMNS,
+                          min(b * MERGE_COLUMNS + MERGE_COLUMNS, d))
 
 
 cdef inline void _bn_finish_output(const floating* x_ptr, const floating* gamma,
@@ -589,7 +505,15 @@ cdef inline void _bn_grad_sums(const floating* x_ptr, const floating* dy_ptr,
                              <floating*>(partial + (b * 4 + 2) * d), b * R,
                              min(b * R + R, N), d, act, alpha_f, bits_ptr, wpr, scale_f,
                              dropout)
-    _sum_blocks(partial, n_blocks, d, 0, d)
+    # Block order, into block 0's row, feature ranges on different threads (a loop
+    # over blocks per feature strides by 4·d doubles: ~10% of the whole backward).
+    if nt <= 1:
+        _sum_blocks(partial, n_blocks, d, 0, d)
+    else:
+        for b in prange((d + MERGE_COLUMNS - 1) // MERGE_COLUMNS, num_threads=nt,
+                        schedule='static'):
+            _sum_blocks(partial, n_blocks, d, b * MERGE_COLUMNS,
+                        min(b * MERGE_COLUMNS + MERGE_COLUMNS, d))
     for j in range(d):
         dbeta[j] = <floating>partial[j]
         dgamma[j] = <floating>partial[d + j]
