@@ -31,9 +31,16 @@ def as_matrix(X, dtype, name="X", n_features=None):
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(f"{name} has {arr.shape[1]} features, but the model expects {n_features}")
     out = np.ascontiguousarray(arr, dtype=dtype)
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
-        bad = np.argwhere(~np.isfinite(out))[0]
-        raise ValueError(f"{name} contains NaN or infinity (first at row {bad[0]}, column {bad[1]})")
+    if out.dtype.kind == "f":
+        # By blocks of rows: one whole-array isfinite would allocate a boolean copy of X
+        # (47 MB for MNIST) on every fit.
+        step = max(1, (1 << 20) // max(1, out.shape[1]))
+        for start in range(0, out.shape[0], step):
+            block = out[start:start + step]
+            if not np.isfinite(block).all():
+                bad = np.argwhere(~np.isfinite(block))[0]
+                raise ValueError(f"{name} contains NaN or infinity (first at row "
+                                 f"{start + bad[0]}, column {bad[1]})")
     return out
 
 

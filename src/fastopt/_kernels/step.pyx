@@ -42,7 +42,7 @@ cdef enum:
     ST_AFFINE = 4          # y = (x − mean)·inv (Standardize)
     ST_COPY = 5            # y = x (a model whose every layer is the identity here)
     # Bytes under which a gather stays on one thread.
-    GATHER_PER_THREAD = 262144
+    GATHER_PER_THREAD = 65536
 
 STAGE_KINDS = {"dense": ST_DENSE, "batchnorm": ST_BATCHNORM, "activation": ST_ACTIVATION,
                "dropout": ST_DROPOUT, "affine": ST_AFFINE, "copy": ST_COPY}
