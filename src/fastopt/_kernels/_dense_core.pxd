@@ -279,7 +279,7 @@ cdef inline void _backward_layer(const floating* dA, const floating* X, const fl
                           bint need_dx) noexcept nogil:
     cdef Py_ssize_t n_stripes = (n_out + STRIPE - 1) // STRIPE
     cdef Py_ssize_t s
-    cdef int nt = threads_for(N * n_out, ELEMENTWISE_PER_THREAD)
+    cdef int nt = threads_for(N * n_out, ELEMENTWISE_PER_THREAD, kernel_threads())
     cdef int max_threads = kernel_threads()
     if not (act == GELU or act == GELU_TANH):
         Z = NULL
@@ -315,7 +315,7 @@ cdef inline void _act_forward_rows(const floating* Z, floating* A, Py_ssize_t N,
                                    int act, floating alpha) noexcept nogil:
     """A = act(Z), elementwise over N rows of n (A may be Z)."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD)
+    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD, kernel_threads())
     for i in prange(N, num_threads=nt, schedule='static'):
         _epilogue_row(<floating*>Z + i * n, NULL, A + i * n, n, act, alpha, False, False)
 
@@ -325,7 +325,7 @@ cdef inline void _act_backward_rows(const floating* dA, const floating* A, const
                                     floating alpha) noexcept nogil:
     """dZ = dA ⊙ act'(·), elementwise; Z is read only for the GELUs."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD)
+    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD, kernel_threads())
     cdef bint needs_z = act == GELU or act == GELU_TANH
     for i in prange(N, num_threads=nt, schedule='static'):
         _grad_row(dA + i * n, A + i * n, Z + i * n if needs_z else NULL, dZ + i * n,

@@ -5,7 +5,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t
 
-from ._parallel cimport threads_for
+from ._parallel cimport kernel_threads, threads_for
 from ._philox cimport dropout_key, expand_mask, dropout_chunk_bits, DROPOUT_CHUNK
 
 cdef enum:
@@ -55,7 +55,7 @@ cdef inline void _dropout_forward_at(const floating* x, floating* y, uint32_t* b
     for (data-parallel training: a rank's share of the global batch takes the masks the
     single process gives those rows; element e = (row0 + i)·d + j)."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD)
+    cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD, kernel_threads())
     for i in prange(N, num_threads=nt, schedule='static'):
         _forward_row(x + i * d, y + i * d, bits + i * wpr, <uint64_t>((row0 + i) * d), d,
                      key, scale)
@@ -66,6 +66,6 @@ cdef inline void _dropout_backward(const floating* dy, const uint32_t* bits, Py_
                                    Py_ssize_t d) noexcept nogil:
     """dx = dy · m, m from the stored bits (dx may be dy)."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * d, 4 * DROPOUT_PER_THREAD)
+    cdef int nt = threads_for(N * d, 4 * DROPOUT_PER_THREAD, kernel_threads())
     for i in prange(N, num_threads=nt, schedule='static'):
         _apply_row(dy + i * d, dx + i * d, bits + i * wpr, d, scale)

@@ -49,7 +49,7 @@ from libc.math cimport sqrt
 from libc.stdint cimport uint32_t, uint64_t
 
 from ._math cimport _expm1
-from ._parallel cimport threads_for
+from ._parallel cimport kernel_threads, threads_for
 from ._philox cimport dropout_key, make_key, expand_mask, span_bits
 from ._activations cimport ELU, IDENTITY, LEAKY_RELU, RELU
 
@@ -268,7 +268,7 @@ cdef inline void _bn_forward_eval(const floating* x_ptr, const floating* gamma,
     c = β − running_mean·a (per feature, in float64, into coef rows 0 and 1); one
     pass over X."""
     cdef Py_ssize_t i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
     cdef double inv
     for j in range(d):
         inv = 1.0 / sqrt(<double>running_var[j] + eps)
@@ -406,7 +406,7 @@ cdef inline void _bn_local_stats(const floating* x_ptr, double* partial, double*
     block order); N = 0 gives zeros."""
     cdef Py_ssize_t R = _block_rows(N)
     cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
     if N == 0:
         for j in range(d):
             mean[j] = 0
@@ -444,7 +444,7 @@ cdef inline void _bn_finish_output(const floating* x_ptr, const floating* gamma,
     a and c (coef rows 0, 1), the running statistics (with N_global), and the output of
     this rank's N rows, whose dropout masks are those of global rows row0.."""
     cdef Py_ssize_t i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
     cdef floating* a_ptr = coef
     cdef floating* c_ptr = coef + d
     cdef double var, inv
@@ -476,7 +476,7 @@ cdef inline void _bn_grad_sums(const floating* x_ptr, const floating* dy_ptr,
     the rest of it)."""
     cdef Py_ssize_t R = _block_rows(N)
     cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
     cdef floating* a_ptr = coef
     cdef floating* c_ptr = coef + d
     cdef floating* mu_ptr = coef + 2 * d
@@ -525,7 +525,7 @@ cdef inline void _bn_dx(const floating* x_ptr, const floating* gamma, const doub
     """The second half: dX of this rank's rows from the GLOBAL Σg, Σg·x̂ (partial[0, 0]
     and partial[0, 1], summed over the ranks by the caller) and the global row count."""
     cdef Py_ssize_t i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD)
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
     cdef floating* a_ptr = coef
     cdef floating* mu_ptr = coef + 2 * d
     cdef floating* q_ptr = coef + 4 * d

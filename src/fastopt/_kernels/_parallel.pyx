@@ -16,16 +16,21 @@ cdef int kernel_threads() noexcept nogil:
     return _num_threads
 
 
-cdef int threads_for(Py_ssize_t n_items, Py_ssize_t min_items_per_thread) noexcept nogil:
+cdef int threads_for(Py_ssize_t n_items, Py_ssize_t min_items_per_thread,
+                     int n_threads) noexcept nogil:
+    """Threads worth using for n_items when each thread should get at least
+    min_items_per_thread, capped at n_threads (the caller's budget, >= 1)."""
     cdef Py_ssize_t useful
     if min_items_per_thread < 1:
         min_items_per_thread = 1
+    if n_threads < 1:
+        n_threads = 1
     useful = n_items // min_items_per_thread
     if useful < 1:
         return 1
-    if useful < _num_threads:
+    if useful < n_threads:
         return <int>useful
-    return _num_threads
+    return n_threads
 
 
 def get_num_threads():

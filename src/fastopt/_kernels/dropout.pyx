@@ -25,7 +25,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t
 
-from ._parallel cimport threads_for
+from ._parallel cimport kernel_threads, threads_for
 from ._philox cimport (dropout_key, make_key, dropout_chunk_bits, dropout_bits_general,
                        philox4x32_10, philox_fill, philox_fill_scalar, span_bits,
                        DROPOUT_CHUNK)
@@ -63,7 +63,7 @@ def mask_bits(uint32_t[:, ::1] bits, Py_ssize_t d, uint64_t seed, uint64_t step,
     """The mask bits of an (N, d) activation and nothing else: what generating the
     mask costs on its own, the floor under any fused dropout (benchmarks/bar_norm.py)."""
     cdef Py_ssize_t N = bits.shape[0], wpr = bits.shape[1], i
-    cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD)
+    cdef int nt = threads_for(N * d, DROPOUT_PER_THREAD, kernel_threads())
     cdef dropout_key key = make_key(seed, step, layer, threshold)
     if wpr < (d + 31) // 32:
         raise ValueError("bits has too few words per row")

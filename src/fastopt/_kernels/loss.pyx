@@ -15,7 +15,7 @@ from cython.parallel cimport prange
 from ._loss_core cimport (LOSS_BCE, LOSS_MSE, LOSS_PER_THREAD, LOSS_XENT_LABELS, LOSS_XENT_PROBA,
                           _batch_loss, _softmax_xent_row, _weighted_total)
 from ._math cimport _exp, _log
-from ._parallel cimport threads_for
+from ._parallel cimport kernel_threads, threads_for
 
 # Loss kinds understood by the fused Dense training step (dense.DenseChain).
 FUSED_KINDS = {"mse": LOSS_MSE, "binary_cross_entropy": LOSS_BCE,
@@ -37,7 +37,7 @@ def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
     Returns scale·Σᵢ wᵢ·ℓᵢ. Labels are not checked here (the Python floor does).
     """
     cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, kernel_threads())
     cdef floating eps = <floating>smoothing
     cdef double total
     with nogil:
@@ -141,7 +141,7 @@ def distillation(const floating[:, ::1] Zs, const floating[:, ::1] Zt,
     ``scratch`` is (N, K) workspace.
     """
     cdef Py_ssize_t N = Zs.shape[0], K = Zs.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD)
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, kernel_threads())
     cdef floating inv_T = <floating>(1.0 / temperature)
     cdef floating a = <floating>alpha
     cdef double total

@@ -36,7 +36,7 @@ from ._math cimport _sqrt, _sign
 from ._reduce cimport NORM_BLOCK, _sum_squares
 from libc.stdint cimport uintptr_t
 
-from ._parallel cimport threads_for
+from ._parallel cimport kernel_threads, threads_for
 
 cdef enum:
     # Elements under which an update stays on one thread (memory-bound: ~10 µs).
@@ -158,7 +158,7 @@ def sgd(floating[::1] p, const floating[::1] g, floating[::1] buf,
     (torch.optim.SGD's first step). momentum = 0 is plain SGD: ``buf`` is not touched.
     """
     cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD)
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
     cdef int mode = SGD_PLAIN if momentum == 0 else (SGD_NESTEROV if nesterov else SGD_MOMENTUM)
     cdef Common c
     cdef double k[4]
@@ -216,7 +216,7 @@ def adagrad(floating[::1] p, const floating[::1] g, floating[::1] acc,
     with clr = lr / (1 + (t − 1)·lr_decay) computed by the caller.
     """
     cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD)
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
     cdef Common c
     if n == 0:
         return
@@ -308,7 +308,7 @@ def rmsprop(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
     ``grad_avg`` / ``buf`` are only touched when centered / momentum > 0.
     """
     cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD)
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
     cdef Common c
     if n == 0:
         return
@@ -418,7 +418,7 @@ def adam(floating[::1] p, const floating[::1] g, floating[::1] exp_avg,
     ``max_exp_avg_sq`` is only touched when amsgrad.
     """
     cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD)
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
     cdef Common c
     if n == 0:
         return
@@ -498,7 +498,7 @@ cdef inline void _update_chunk(floating* marker, const Update* u, const Common* 
 cdef void update_run(Update* u, double grad_scale) noexcept nogil:
     """Run the filled update with this step's gradient scale (clipping factor)."""
     cdef Py_ssize_t n = u.n, ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD)
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
     cdef Common c = u.c
     if n == 0:
         return

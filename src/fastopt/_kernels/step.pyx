@@ -22,7 +22,7 @@ from libc.stdint cimport uint32_t, uint64_t, uintptr_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
-from ._parallel cimport threads_for
+from ._parallel cimport kernel_threads, threads_for
 from ._philox cimport dropout_key, make_key
 from ._dense_core cimport (_forward_layer, _backward_layer, _act_forward_rows,
                            _act_backward_rows)
@@ -77,7 +77,7 @@ ctypedef struct Stage:
 cdef inline void _gather(const char* src, char* dst, const int64_t* idx, Py_ssize_t rows,
                          Py_ssize_t row_bytes) noexcept nogil:
     cdef Py_ssize_t i
-    cdef int nt = threads_for(rows * row_bytes, GATHER_PER_THREAD)
+    cdef int nt = threads_for(rows * row_bytes, GATHER_PER_THREAD, kernel_threads())
     for i in prange(rows, num_threads=nt, schedule='static'):
         memcpy(dst + i * row_bytes, src + idx[i] * row_bytes, row_bytes)
 
