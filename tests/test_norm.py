@@ -140,20 +140,17 @@ def test_fused_block_matches_unfused_reference(dtype, act):
     loss = fo.losses.MeanSquaredError()
     target = np.zeros((129, 3), dtype)
     plan = model.step_plan(129, True, loss, target)
-    # Dense, BatchNorm(+act+dropout), Dense; ELU's derivative is not fused (it would
-    # round differently from the Activation layer's), so it keeps its own stage and the
-    # dropout after it too.
-    fused = act != "elu"
-    assert [s["kind"] for s in plan.stages] == (
-        ["dense", "batchnorm", "dense"] if fused
-        else ["dense", "batchnorm", "activation", "dropout", "dense"])
+    # Dense, BatchNorm(+act+dropout), Dense for every activation the norm kernel applies
+    # (ELU too: its fused derivative is a + α from the recomputed output, as the
+    # Activation layer takes it from the stored one).
+    assert [s["kind"] for s in plan.stages] == ["dense", "batchnorm", "dense"]
     bn, act_layer = model.layers[1], model.layers[2]
     _random_affine(bn, rng)
     x = rng.standard_normal((129, 7)).astype(dtype)
     dy = rng.standard_normal((129, 3)).astype(dtype)
     plan.bind(x, target)
     plan.forward(step=1)
-    out = plan.stages[1 if fused else 3]["y"].astype(np.float64)
+    out = plan.stages[1]["y"].astype(np.float64)
     np.copyto(plan.dout, dy)
     plan.backward()
 
@@ -191,14 +188,21 @@ def test_fused_block_matches_unfused_reference(dtype, act):
               fo.Dense(2)],   # tanh is not fused, so neither is the dropout after it
      ["dense", "batchnorm", "activation", "dropout", "dense"]),
     (lambda: [fo.Dense(9), fo.BatchNorm(), fo.Dense(2)], ["dense", "batchnorm", "dense"]),
+    (lambda: [fo.Dense(9), fo.BatchNorm(), fo.Activation("elu", alpha=0.7), fo.Dropout(0.2),
+              fo.Dense(2)], ["dense", "batchnorm", "dense"]),
 ])
-def test_fusion_plan_and_results_match_the_layers_run_one_by_one(layers, kinds):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fusion_plan_and_results_match_the_layers_run_one_by_one(layers, kinds, dtype):
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((33, 5))
-    dy = rng.standard_normal((33, 2))
-    planned = fo.Sequential(layers(), input_dim=5, dtype="float64", seed=2)
-    by_layer = fo.Sequential(layers(), input_dim=5, dtype="float64", seed=2)
-    target = np.zeros((33, 2))
+    x = rng.standard_normal((33, 5)).astype(dtype)
+    dy = rng.standard_normal((33, 2)).astype(dtype)
+    planned = fo.Sequential(layers(), input_dim=5, dtype=dtype, seed=2)
+    by_layer = fo.Sequential(layers(), input_dim=5, dtype=dtype, seed=2)
+    for model in (planned, by_layer):     # the same non-trivial γ, β in both
+        for layer in model.layers:
+            if isinstance(layer, fo.BatchNorm):
+                _random_affine(layer, np.random.default_rng(7))
+    target = np.zeros((33, 2), dtype)
     plan = planned.step_plan(33, True, fo.losses.MeanSquaredError(), target)
     assert [s["kind"] for s in plan.stages] == kinds
     plan.bind(x, target)

@@ -6,9 +6,10 @@ and its parameters' views); this module is the one place that decides how stages
 and that allocates the buffers between them:
 
 - batch norm absorbs an ``Activation`` the norm kernel applies (identity, relu,
-  leaky_relu) and, in training, the ``Dropout`` after it: one pass over the activations
-  forward and one backward, with the same arithmetic as the three layers run one by one
-  (ELU is left as its own stage: its fused derivative would round differently);
+  leaky_relu, elu) and, in training, the ``Dropout`` after it: one pass over the
+  activations forward and one backward, with the same arithmetic as the three layers run
+  one by one (ELU's derivative is taken from its recomputed output, a + α, as the
+  standalone layer takes it from the stored one);
 - layers that are the identity in this mode (dropout in evaluation) have no stage;
 - the backward pass stops at the first stage with parameters: nothing before it needs an
   input gradient.
@@ -27,8 +28,8 @@ from .layers import mask_bits_buffer
 
 __all__ = ["StepPlan", "compile_plan"]
 
-# Activation codes batch norm applies in its own pass (ELU excluded, see above).
-_BN_FUSED = {0, 1, 2}   # identity, relu, leaky_relu
+# Activation codes batch norm applies in its own pass.
+_BN_FUSED = {0, 1, 2, 3}   # identity, relu, leaky_relu, elu
 
 
 def _fuse(specs, training):

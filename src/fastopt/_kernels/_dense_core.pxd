@@ -14,11 +14,13 @@
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._math cimport _exp, _expm1, _tanh, _erf, _sigmoid, _softplus
+from ._math cimport _tanh, _sigmoid, _softplus
 from ._blas cimport gemm
 from ._parallel cimport kernel_threads, threads_for
 from ._activations cimport (ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID,
-                           SOFTPLUS, TANH)
+                           SOFTPLUS, TANH, relu, leaky_relu, elu, gelu_tanh, gelu,
+                           relu_grad, leaky_relu_grad, elu_grad, sigmoid_grad, tanh_grad,
+                           softplus_grad, gelu_tanh_derivative, gelu_derivative)
 
 cdef enum:
     ELEMENTWISE_PER_THREAD = 32768
@@ -28,26 +30,6 @@ cdef enum:
     STRIPE = 64
 
 
-# ---- activations needing more than one line ----
-
-cdef inline floating _gelu_tanh(floating z) noexcept nogil:
-    cdef floating inner = <floating>0.7978845608028654 * (z + <floating>0.044715 * z * z * z)
-    return <floating>0.5 * z * (1 + _tanh(inner))
-
-cdef inline floating _gelu_tanh_grad(floating z) noexcept nogil:
-    cdef floating inner = <floating>0.7978845608028654 * (z + <floating>0.044715 * z * z * z)
-    cdef floating t = _tanh(inner)
-    cdef floating dinner = <floating>0.7978845608028654 * (1 + 3 * <floating>0.044715 * z * z)
-    return <floating>0.5 * (1 + t) + <floating>0.5 * z * (1 - t * t) * dinner
-
-cdef inline floating _gelu(floating z) noexcept nogil:
-    return <floating>0.5 * z * (1 + _erf(z * <floating>0.7071067811865476))
-
-cdef inline floating _gelu_grad(floating z) noexcept nogil:
-    cdef floating cdf = <floating>0.5 * (1 + _erf(z * <floating>0.7071067811865476))
-    return cdf + z * <floating>0.3989422804014327 * _exp(<floating>-0.5 * z * z)
-
-
 # ---- row passes: one explicit loop per activation, so each one vectorizes ----
 
 cdef inline void _epilogue_row(floating* z, const floating* b, floating* a, Py_ssize_t n,
@@ -55,7 +37,6 @@ cdef inline void _epilogue_row(floating* z, const floating* b, floating* a, Py_s
     """a[j] = act(z[j] + b[j]); z[j] ← z[j] + b[j] when keep_z. a may alias z
     unless keep_z."""
     cdef Py_ssize_t j
-    cdef floating v
     if has_bias and (keep_z or act == IDENTITY):
         for j in range(n):
             z[j] = z[j] + b[j]
@@ -67,26 +48,22 @@ cdef inline void _epilogue_row(floating* z, const floating* b, floating* a, Py_s
     elif act == RELU:
         if has_bias:
             for j in range(n):
-                v = z[j] + b[j]
-                a[j] = v if v > 0 else 0
+                a[j] = relu(z[j] + b[j])
         else:
             for j in range(n):
-                v = z[j]
-                a[j] = v if v > 0 else 0
+                a[j] = relu(z[j])
     elif act == LEAKY_RELU:
         for j in range(n):
-            v = z[j] + (b[j] if has_bias else 0)
-            a[j] = v if v > 0 else alpha * v
+            a[j] = leaky_relu(z[j] + (b[j] if has_bias else 0), alpha)
     elif act == ELU:
         for j in range(n):
-            v = z[j] + (b[j] if has_bias else 0)
-            a[j] = v if v > 0 else alpha * _expm1(v)
+            a[j] = elu(z[j] + (b[j] if has_bias else 0), alpha)
     elif act == GELU_TANH:
         for j in range(n):
-            a[j] = _gelu_tanh(z[j])
+            a[j] = gelu_tanh(z[j])
     elif act == GELU:
         for j in range(n):
-            a[j] = _gelu(z[j])
+            a[j] = gelu(z[j])
     elif act == SIGMOID:
         for j in range(n):
             a[j] = _sigmoid(z[j] + (b[j] if has_bias else 0))
@@ -103,40 +80,34 @@ cdef inline void _grad_row(const floating* da, const floating* a, const floating
                     bint has_bias) noexcept nogil:
     """dz[j] = da[j]·act'(·); db[j] += dz[j] (a float64 accumulator). dz may alias da."""
     cdef Py_ssize_t j
-    cdef floating d, v
     if act == IDENTITY:
         if dz != da:
             for j in range(n):
                 dz[j] = da[j]
     elif act == RELU:
         for j in range(n):
-            dz[j] = da[j] if a[j] > 0 else 0
+            dz[j] = relu_grad(da[j], a[j])
     elif act == LEAKY_RELU:
         for j in range(n):
-            dz[j] = da[j] if a[j] > 0 else alpha * da[j]
+            dz[j] = leaky_relu_grad(da[j], a[j], alpha)
     elif act == ELU:
-        # For z ≤ 0, a = α(eᶻ − 1) so act' = eᶻ·α = a + α.
         for j in range(n):
-            v = a[j]
-            dz[j] = da[j] if v > 0 else da[j] * (v + alpha)
+            dz[j] = elu_grad(da[j], a[j], alpha)
     elif act == GELU_TANH:
         for j in range(n):
-            dz[j] = da[j] * _gelu_tanh_grad(z[j])
+            dz[j] = da[j] * gelu_tanh_derivative(z[j])
     elif act == GELU:
         for j in range(n):
-            dz[j] = da[j] * _gelu_grad(z[j])
+            dz[j] = da[j] * gelu_derivative(z[j])
     elif act == SIGMOID:
         for j in range(n):
-            v = a[j]
-            dz[j] = da[j] * v * (1 - v)
+            dz[j] = sigmoid_grad(da[j], a[j])
     elif act == TANH:
         for j in range(n):
-            v = a[j]
-            dz[j] = da[j] * (1 - v * v)
+            dz[j] = tanh_grad(da[j], a[j])
     elif act == SOFTPLUS:
-        # act'(z) = σ(z) = 1 − e^(−a); -expm1 keeps it exact when a is tiny.
         for j in range(n):
-            dz[j] = -da[j] * _expm1(-a[j])
+            dz[j] = softplus_grad(da[j], a[j])
     if has_bias:
         for j in range(n):
             db[j] += dz[j]

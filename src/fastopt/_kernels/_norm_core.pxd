@@ -48,10 +48,10 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdint cimport uint32_t, uint64_t
 
-from ._math cimport _expm1
 from ._parallel cimport kernel_threads, threads_for
 from ._philox cimport dropout_key, make_key, expand_mask, span_bits
-from ._activations cimport ELU, IDENTITY, LEAKY_RELU, RELU
+from ._activations cimport (ELU, IDENTITY, LEAKY_RELU, RELU, relu, leaky_relu, elu,
+                           relu_grad, leaky_relu_grad, elu_grad)
 
 cdef enum:
     # Elements under which the kernels stay on one thread.
@@ -84,19 +84,15 @@ cdef inline void _affine_act(const floating* x, const floating* a, const floatin
                              floating alpha) noexcept nogil:
     """y[j] = act(x[j]·a[j] + c[j])."""
     cdef Py_ssize_t j
-    cdef floating v
     if act == RELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            y[j] = v if v > 0 else 0
+            y[j] = relu(x[j] * a[j] + c[j])
     elif act == LEAKY_RELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            y[j] = v if v > 0 else alpha * v
+            y[j] = leaky_relu(x[j] * a[j] + c[j], alpha)
     elif act == ELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            y[j] = v if v > 0 else alpha * _expm1(v)
+            y[j] = elu(x[j] * a[j] + c[j], alpha)
     else:
         for j in range(n):
             y[j] = x[j] * a[j] + c[j]
@@ -112,29 +108,22 @@ cdef inline void _act_grad_sums(const floating* x, const floating* dy, const flo
     first (x·σ⁻¹ − μ·σ⁻¹, or Σg·x − μ·Σg, cancels catastrophically when |μ| ≫ σ).
     dy[j] is read before the branch: a conditional load would not vectorize."""
     cdef Py_ssize_t j
-    cdef floating v, t, u
+    cdef floating u
     if act == RELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            t = dy[j] * m[j]
-            u = t if v > 0 else 0
+            u = relu_grad(dy[j] * m[j], x[j] * a[j] + c[j])
             g[j] = u
             sg[j] += u
             sgx[j] += u * ((x[j] - mu[j]) * inv[j])
     elif act == LEAKY_RELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            t = dy[j] * m[j]
-            u = t if v > 0 else alpha * t
+            u = leaky_relu_grad(dy[j] * m[j], x[j] * a[j] + c[j], alpha)
             g[j] = u
             sg[j] += u
             sgx[j] += u * ((x[j] - mu[j]) * inv[j])
     elif act == ELU:
-        # act'(z) = α·eᶻ = α·expm1(z) + α for z ≤ 0
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            t = dy[j] * m[j]
-            u = t if v > 0 else t * (alpha * _expm1(v) + alpha)
+            u = elu_grad(dy[j] * m[j], elu(x[j] * a[j] + c[j], alpha), alpha)
             g[j] = u
             sg[j] += u
             sgx[j] += u * ((x[j] - mu[j]) * inv[j])
@@ -198,19 +187,15 @@ cdef inline void _affine_act_mask(const floating* x, const floating* a,
                                   Py_ssize_t n, int act, floating alpha) noexcept nogil:
     """y[j] = act(x[j]·a[j] + c[j]) · m[j]."""
     cdef Py_ssize_t j
-    cdef floating v
     if act == RELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            y[j] = (v if v > 0 else 0) * m[j]
+            y[j] = relu(x[j] * a[j] + c[j]) * m[j]
     elif act == LEAKY_RELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            y[j] = (v if v > 0 else alpha * v) * m[j]
+            y[j] = leaky_relu(x[j] * a[j] + c[j], alpha) * m[j]
     elif act == ELU:
         for j in range(n):
-            v = x[j] * a[j] + c[j]
-            y[j] = (v if v > 0 else alpha * _expm1(v)) * m[j]
+            y[j] = elu(x[j] * a[j] + c[j], alpha) * m[j]
     else:
         for j in range(n):
             y[j] = (x[j] * a[j] + c[j]) * m[j]
