@@ -28,8 +28,9 @@ import numpy as np
 
 import fastopt as fo
 from fastopt._kernels import dropout as _dropout
+from fastopt._kernels import _testing
 from fastopt.layers import mask_bits_buffer
-from fastopt.threads import blas_single_thread
+from fastopt.threads import blas_single_thread, get_num_threads
 
 
 def _interleaved_best(fns, number, repeat):
@@ -86,13 +87,13 @@ def bar_a(repeat):
     threshold = int(0.8 * 2**32)
     t = _interleaved_best({
         "copyto": lambda: np.copyto(b, a),
-        "stream": lambda: _dropout.backward(a, keep_all, b, 1.0),
+        "stream": lambda: _dropout.backward(a, keep_all, b, 1.0, n_threads=get_num_threads()),
         "fused": _block([fo.BatchNorm(), fo.Activation("relu"), fo.Dropout(0.2)], d, rows),
         "unfused": _unfused_block(d, rows),
         "bn_relu": _block([fo.BatchNorm(), fo.Activation("relu")], d, rows),
         "bn": _block([fo.BatchNorm()], d, rows),
         "dropout": _block([fo.Dropout(0.2)], d, rows),
-        "mask": lambda: _dropout.mask_bits(bits, d, 0, 1, 0, threshold),
+        "mask": lambda: _testing.mask_bits(bits, d, 0, 1, 0, threshold, n_threads=get_num_threads()),
     }, 10, repeat)
     nbytes = a.nbytes
     bw_copy = 2 * nbytes / t["copyto"]

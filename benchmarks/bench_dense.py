@@ -4,7 +4,7 @@ import numpy as np
 
 import fastopt as fo
 from fastopt._kernels import dense
-from fastopt.threads import blas_single_thread
+from fastopt.threads import blas_single_thread, get_num_threads
 
 
 class DenseKernels:
@@ -29,18 +29,18 @@ class DenseKernels:
         self.threads = fo.threads(threads)
         self.threads.__enter__()
         blas_single_thread.__enter__()
-        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True)
+        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True, n_threads=get_num_threads())
 
     def teardown(self, *args):
         blas_single_thread.__exit__(None, None, None)
         self.threads.__exit__(None, None, None)
 
     def time_forward(self, *args):
-        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True)
+        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True, n_threads=get_num_threads())
 
     def time_backward(self, *args):
         dense.backward(self.dA, self.X, self.W, self.A, self.Z, self.dZ, self.dW, self.db,
-                       self.dX, self.act, 0.0, True, True)
+                       self.dX, self.act, 0.0, True, True, n_threads=get_num_threads())
 
 
 class ActivationEpilogue:
@@ -55,10 +55,10 @@ class ActivationEpilogue:
         self.A = np.empty_like(self.Z)
         self.dZ = np.empty_like(self.Z)
         self.act = dense.ACTIVATIONS[activation]
-        dense.activation_forward(self.Z, self.A, self.act, 0.0)
+        dense.activation_forward(self.Z, self.A, self.act, 0.0, n_threads=get_num_threads())
 
     def time_activation_forward(self, *args):
-        dense.activation_forward(self.Z, self.A, self.act, 0.0)
+        dense.activation_forward(self.Z, self.A, self.act, 0.0, n_threads=get_num_threads())
 
     def time_activation_backward(self, *args):
-        dense.activation_backward(self.Z, self.A, self.Z, self.dZ, self.act, 0.0)
+        dense.activation_backward(self.Z, self.A, self.Z, self.dZ, self.act, 0.0, n_threads=get_num_threads())

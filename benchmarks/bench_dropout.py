@@ -6,6 +6,8 @@ import numpy as np
 
 import fastopt as fo
 from fastopt._kernels import dropout as _dropout
+from fastopt._kernels import _testing
+from fastopt.threads import get_num_threads
 
 SHAPES = [(128, 256), (512, 2048), (4096, 1024)]
 
@@ -35,12 +37,12 @@ class Dropout:
 
     def time_mask_bits_alone(self, shape):
         seed, step, layer = self.layer.key()
-        _dropout.mask_bits(self.bits, shape[1], seed, step, layer, self.layer.threshold)
+        _testing.mask_bits(self.bits, shape[1], seed, step, layer, self.layer.threshold, n_threads=get_num_threads())
 
     def time_backward_regenerated(self, shape):
         seed, step, layer = self.layer.key()
-        _dropout.regenerate_backward(self.dy, self.out, self.bits, seed, step, layer,
-                                     self.layer.threshold, self.layer.scale)
+        _testing.regenerate_backward(self.dy, self.out, self.bits, seed, step, layer,
+                                     self.layer.threshold, self.layer.scale, n_threads=get_num_threads())
 
 
 class Philox:
@@ -50,7 +52,7 @@ class Philox:
         self.out = np.empty(1 << 20, np.uint32)
 
     def time_philox_fill_simd(self):
-        _dropout.philox_fill_blocks(self.out, 0, 1, 2, 3, 4, 5)
+        _testing.philox_fill_blocks(self.out, 0, 1, 2, 3, 4, 5)
 
     def time_philox_fill_scalar(self):
-        _dropout.philox_fill_blocks(self.out, 0, 1, 2, 3, 4, 5, scalar=True)
+        _testing.philox_fill_blocks(self.out, 0, 1, 2, 3, 4, 5, scalar=True)

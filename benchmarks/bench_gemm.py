@@ -29,7 +29,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 import fastopt as fo  # noqa: E402
 from fastopt import config  # noqa: E402
 from fastopt._kernels import _gemm, dense  # noqa: E402
-from fastopt.threads import blas_single_thread  # noqa: E402
+from fastopt._kernels import _testing  # noqa: E402
+from fastopt.threads import blas_single_thread, get_num_threads  # noqa: E402
 
 from benchmarks.workloads import (WORKLOADS, data, fastopt_step, fastopt_targets,  # noqa: E402
                                   fastopt_trainer, gemm_calls, gemm_flops)
@@ -83,7 +84,7 @@ class MicroKernel:
 
 
 def _step_gemms(w):
-    """Buffers and a runner for the step's GEMMs through dense.gemm_rowmajor."""
+    """Buffers and a runner for the step's GEMMs through _testing.gemm_rowmajor."""
     ops = []
     for m, n, k, what in gemm_calls(w):
         trans = (False, True) if what.startswith("fwd") else (
@@ -92,7 +93,7 @@ def _step_gemms(w):
 
     def run():
         for A, B, C, ta, tb in ops:
-            dense.gemm_rowmajor(A, B, C, ta, tb)
+            _testing.gemm_rowmajor(A, B, C, ta, tb, n_threads=get_num_threads())
     return run
 
 
@@ -181,7 +182,7 @@ def gemm_peak(threads, n=1024, rounds=5):
     """sgemm GFLOP/s of an n³ product through fastopt's tiled entry point (best round)."""
     A, B, C = _operands(n, n, n, False, False)
     with fo.threads(threads), blas_single_thread:
-        best = min(_timed(lambda: dense.gemm_rowmajor(A, B, C, False, False), 1, rounds))
+        best = min(_timed(lambda: _testing.gemm_rowmajor(A, B, C, False, False, n_threads=get_num_threads()), 1, rounds))
     return 2 * n ** 3 / best / 1e9
 
 

@@ -51,8 +51,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 import fastopt as fo  # noqa: E402
 from fastopt._kernels import dense as _dense  # noqa: E402
+from fastopt._kernels import _testing  # noqa: E402
 from fastopt.optim import global_norm  # noqa: E402
-from fastopt.threads import blas_single_thread  # noqa: E402
+from fastopt.threads import blas_single_thread, get_num_threads  # noqa: E402
 
 from benchmarks import compare_optim  # noqa: E402
 from benchmarks.workloads import (LEARNING_RATE, MOMENTUM, WORKLOADS, data,  # noqa: E402
@@ -225,10 +226,10 @@ def fastopt_gemm_peak(n, threads, reps=5):
     c = np.zeros((n, n), np.float32)
     best = float("inf")
     with fastopt_context(threads)():
-        _dense.gemm_rowmajor(a, b, c, False, False)
+        _testing.gemm_rowmajor(a, b, c, False, False, n_threads=get_num_threads())
         for _ in range(reps):
             t0 = time.perf_counter()
-            _dense.gemm_rowmajor(a, b, c, False, False)
+            _testing.gemm_rowmajor(a, b, c, False, False, n_threads=get_num_threads())
             best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
 
@@ -303,8 +304,8 @@ def gemm_floor(w, rows=None):
         else:                         # dX (m×n) = dZ (m×k) · W (k×n)
             a, b, ta, tb = f(m, k), f(k, n), False, False
         c = np.zeros((m, n), np.float32)
-        calls.append((what, lambda a=a, b=b, c=c, ta=ta, tb=tb: _dense.gemm_rowmajor(
-            a, b, c, ta, tb)))
+        calls.append((what, lambda a=a, b=b, c=c, ta=ta, tb=tb: _testing.gemm_rowmajor(
+            a, b, c, ta, tb, n_threads=get_num_threads())))
 
     def run():
         for _, call in calls:
@@ -560,9 +561,9 @@ def breakdown(w, threads, settings, peak, bandwidth):
     rec = {}
     order = []
 
-    def timed(label, fn, *args):
+    def timed(label, fn, *args, **kwargs):
         t0 = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         rec.setdefault(label, []).append(time.perf_counter() - t0)
         if label not in order:
             order.append(label)
@@ -576,12 +577,12 @@ def breakdown(w, threads, settings, peak, bandwidth):
             model.train_step += 1
             plan.forward(model.train_step)     # places the batch
             for i in range(len(stages)):
-                timed(("fwd", i), kernel.forward_stage, i, model.train_step)
-            timed(("loss",), kernel.loss_only)
+                timed(("fwd", i), kernel.forward_stage, i, model.train_step, n_threads=threads)
+            timed(("loss",), kernel.loss_only, n_threads=threads)
             for i in range(len(stages) - 1, -1, -1):
                 if stages[i]["backprop"]:
-                    timed(("bwd", i), kernel.backward_stage, i)
-            timed(("norm",), kernel.norm_only)
+                    timed(("bwd", i), kernel.backward_stage, i, n_threads=threads)
+            timed(("norm",), kernel.norm_only, n_threads=threads)
             timed(("optim",), opt._apply, model.arena.data, model.arena.grad,
                   trainer._segments, 1.0)
             t0 = time.perf_counter()

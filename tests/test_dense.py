@@ -7,7 +7,7 @@ from reference import act, act_grad
 
 import fastopt
 from fastopt._kernels import dense
-from fastopt.threads import blas_single_thread
+from fastopt.threads import blas_single_thread, get_num_threads
 
 ACTS = ["identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh", "softplus"]
 SHAPES = [(1, 1, 1), (1, 7, 17), (3, 17, 1), (5, 1, 33), (64, 33, 7), (65, 7, 257), (130, 17, 33)]
@@ -21,7 +21,7 @@ def run_forward(X, W, b, name, has_bias=True):
     A = np.empty((N, out), X.dtype)
     Z = np.empty_like(A) if code in dense.NEEDS_PREACTIVATION else A
     with blas_single_thread:
-        dense.forward(X, W, b, Z, A, code, ALPHA.get(name, 0.0), has_bias)
+        dense.forward(X, W, b, Z, A, code, ALPHA.get(name, 0.0), has_bias, n_threads=get_num_threads())
     return Z, A
 
 
@@ -34,7 +34,7 @@ def run_backward(dA, X, W, A, Z, name, has_bias=True, need_dx=True):
     dX = np.full_like(X, np.nan)
     with blas_single_thread:
         dense.backward(dA, X, W, A, Z, dZ, dW, db, dX, code, ALPHA.get(name, 0.0),
-                       has_bias, need_dx)
+                       has_bias, need_dx, n_threads=get_num_threads())
     return dZ, dW, db, dX
 
 
@@ -86,7 +86,7 @@ def test_no_bias_and_no_input_grad(rng, dtype):
     dW = np.empty_like(W)
     dX = np.full_like(X, 7.0)
     dense.backward(dA, X, W, A, Z, dZ, dW, zero.copy(), dX, dense.ACTIVATIONS["tanh"], 0.0,
-                   False, False)
+                   False, False, n_threads=get_num_threads())
     assert np.all(dX == 7.0), "dX must not be written when need_dx is False"
 
 
@@ -126,9 +126,9 @@ def test_standalone_activation_kernels(rng, dtype, name):
     Z = rng.standard_normal((13, 33)).astype(dtype)
     A = np.empty_like(Z)
     code = dense.ACTIVATIONS[name]
-    dense.activation_forward(Z, A, code, ALPHA.get(name, 0.0))
+    dense.activation_forward(Z, A, code, ALPHA.get(name, 0.0), n_threads=get_num_threads())
     np.testing.assert_allclose(A, act(name, Z), **tol(dtype))
     dA = rng.standard_normal(Z.shape).astype(dtype)
     dZ = np.empty_like(Z)
-    dense.activation_backward(dA, A, Z, dZ, code, ALPHA.get(name, 0.0))
+    dense.activation_backward(dA, A, Z, dZ, code, ALPHA.get(name, 0.0), n_threads=get_num_threads())
     np.testing.assert_allclose(dZ, dA * act_grad(name, Z), **tol(dtype))

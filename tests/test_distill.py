@@ -6,6 +6,7 @@ from scipy.special import log_softmax, softmax
 
 import fastopt as fo
 from fastopt._kernels import loss as kernels
+from fastopt.threads import get_num_threads
 
 
 def reference(zs, zt, y, T, alpha):
@@ -27,7 +28,7 @@ def test_distillation_kernel_matches_reference(rng, dtype, rtol, T, alpha):
     zt = (rng.standard_normal((n, k)) * 3).astype(dtype)
     y = rng.integers(0, k, n)
     dZ, scratch, rows = np.empty_like(zs), np.empty_like(zs), np.empty(n)
-    value = kernels.distillation(zs, zt, y, np.ones(n, dtype), 1 / n, T, alpha, dZ, scratch, rows)
+    value = kernels.distillation(zs, zt, y, np.ones(n, dtype), 1 / n, T, alpha, dZ, scratch, rows, n_threads=get_num_threads())
     ref_value, ref_grad = reference(zs.astype(np.float64), zt.astype(np.float64), y, T, alpha)
     np.testing.assert_allclose(value, ref_value, rtol=rtol)
     np.testing.assert_allclose(dZ, ref_grad, rtol=rtol * 10, atol=rtol * 1e-2)

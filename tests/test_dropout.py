@@ -5,7 +5,9 @@ import pytest
 
 import fastopt as fo
 from fastopt._kernels import dropout as _dropout
+from fastopt._kernels import _testing
 from fastopt.layers import mask_bits_buffer
+from fastopt.threads import get_num_threads
 
 from reference import dropout_keep, philox4x32_10
 
@@ -28,7 +30,7 @@ def test_philox_matches_random123_known_answers():
     ctr = np.array([c for c, _, _ in KNOWN_ANSWERS], np.uint32)
     key = np.array([k for _, k, _ in KNOWN_ANSWERS], np.uint32)
     out = np.zeros_like(ctr)
-    _dropout.philox4x32_10_blocks(ctr, key, out)
+    _testing.philox4x32_10_blocks(ctr, key, out)
     np.testing.assert_array_equal(out, np.array([o for _, _, o in KNOWN_ANSWERS], np.uint32))
 
 
@@ -43,8 +45,8 @@ def test_philox_fill_simd_and_scalar_paths_agree_with_reference(n_blocks, first)
     c1, c2, c3, k0, k1 = 3, 0x12345678, 9, 0xDEADBEEF, 42
     simd = np.zeros(4 * n_blocks, np.uint32)
     scalar = np.ones(4 * n_blocks, np.uint32)
-    _dropout.philox_fill_blocks(simd, first, c1, c2, c3, k0, k1)
-    _dropout.philox_fill_blocks(scalar, first, c1, c2, c3, k0, k1, scalar=True)
+    _testing.philox_fill_blocks(simd, first, c1, c2, c3, k0, k1)
+    _testing.philox_fill_blocks(scalar, first, c1, c2, c3, k0, k1, scalar=True)
     blocks = (first + np.arange(n_blocks, dtype=np.uint64)) & 0xFFFFFFFF  # counter wraps
     ctr = np.stack([blocks, np.full(n_blocks, c1), np.full(n_blocks, c2),
                     np.full(n_blocks, c3)], axis=1)
@@ -61,8 +63,8 @@ def test_mask_chunk_bits_simd_and_general_paths_agree_with_reference(n, e0):
     threshold = math.floor((1 - rate) * 2**32)
     fast = np.full(4, 0xFFFFFFFF, np.uint32)
     general = np.full(4, 0xFFFFFFFF, np.uint32)
-    _dropout.chunk_bits(fast, e0, n, seed, step, layer, threshold)
-    _dropout.chunk_bits(general, e0, n, seed, step, layer, threshold, general=True)
+    _testing.chunk_bits(fast, e0, n, seed, step, layer, threshold)
+    _testing.chunk_bits(general, e0, n, seed, step, layer, threshold, general=True)
     words = (n + 31) // 32
     np.testing.assert_array_equal(fast[:words], general[:words])
     t = np.arange(n)
@@ -85,8 +87,8 @@ def test_mask_bits_alone_decode_to_the_reference_mask_and_match_forward(shape):
     layer_bits = mask_bits_buffer(*shape)
     alone = np.full_like(layer_bits, 0xFFFFFFFF)
     x = np.ones(shape, np.float32)
-    _dropout.forward(x, np.empty_like(x), layer_bits, 99, 3, 1, 2**31, 2.0)
-    _dropout.mask_bits(alone, shape[1], 99, 3, 1, 2**31)
+    _dropout.forward(x, np.empty_like(x), layer_bits, 99, 3, 1, 2**31, 2.0, n_threads=get_num_threads())
+    _testing.mask_bits(alone, shape[1], 99, 3, 1, 2**31, n_threads=get_num_threads())
     t = np.arange(shape[1])
     decoded = (alone[:, t // 32] >> (8 * (t % 4) + (t % 32) // 4)) & 1
     np.testing.assert_array_equal(decoded.astype(bool), dropout_keep(99, 3, 1, shape, 0.5))

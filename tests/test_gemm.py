@@ -12,7 +12,9 @@ import pytest
 import fastopt
 from fastopt import config
 from fastopt._kernels import _gemm, dense
+from fastopt._kernels import _testing
 from fastopt.threads import blas_single_thread
+from fastopt.threads import get_num_threads
 
 DIMS = [1, 7, 17, 33, 64, 65, 257]
 TRANS = list(itertools.product([False, True], [False, True]))
@@ -130,19 +132,19 @@ def test_backend_matches_reference_on_awkward_shapes(backend, dtype, trans_a, tr
 @pytest.mark.parametrize("limit", ["none", "all"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tiled_gemm_is_bitwise_thread_count_invariant(backend, limit, dtype):
-    # Shapes cut into several tiles (dense.tile_grid), with ragged edges.
+    # Shapes cut into several tiles (_testing.tile_grid), with ragged edges.
     config.set_gemm_backend(backend)
     _gemm.set_micro_limit(0 if limit == "none" else 1 << 40)
     rng = np.random.default_rng(5)
     for (m, n, k), (trans_a, trans_b) in itertools.product(
             [(128, 784, 256), (257, 65, 1100), (513, 300, 33)], TRANS):
-        assert np.prod(dense.tile_grid(m, n, k)[2:]) > 1
+        assert np.prod(_testing.tile_grid(m, n, k)[2:]) > 1
         A, B = operands(rng, m, n, k, trans_a, trans_b, dtype)
         out = []
         for threads in (1, 2, 3):
             C = np.empty((m, n), dtype)
             with fastopt.threads(threads):
-                dense.gemm_rowmajor(A, B, C, trans_a, trans_b)
+                _testing.gemm_rowmajor(A, B, C, trans_a, trans_b, n_threads=get_num_threads())
             out.append(C)
         for C in out[1:]:
             np.testing.assert_array_equal(C, out[0])
@@ -161,7 +163,7 @@ def test_dispatch_sends_small_products_to_the_micro_kernel(backend):
     for limit, expected in ((64 * 64 * 32, "micro"), (64 * 64 * 32 - 1, backend)):
         _gemm.set_micro_limit(limit)
         C = np.empty((64, 64), np.float32)
-        dense.gemm_rowmajor(A, B, C, False, True)
+        _testing.gemm_rowmajor(A, B, C, False, True, n_threads=get_num_threads())
         np.testing.assert_array_equal(C, via[expected])
 
 

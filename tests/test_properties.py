@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 
 import fastopt as fo
 from fastopt._kernels import dense, dropout as _dropout, loss as kernels
+from fastopt._kernels import _testing
 from fastopt._kernels.optim import norm_blocks, sum_squares
 from fastopt.layers import mask_bits_buffer
 from fastopt.threads import blas_single_thread
+from fastopt.threads import get_num_threads
 
 from reference import bn_backward, bn_forward, dropout_keep
 from reference import act, act_grad, bce, mse, softmax_xent, softmax_xent_proba
@@ -108,9 +110,9 @@ def test_dense_forward_and_backward_epilogues(dtype, name, N, n_in, n_out, regim
         dZ, dW = np.empty_like(A), np.empty_like(W)
         db, dX = np.zeros(n_out, dtype), np.empty_like(X)
         with blas_single_thread:
-            dense.forward(X, W, b, Z, A, code, alpha, has_bias)
+            dense.forward(X, W, b, Z, A, code, alpha, has_bias, n_threads=get_num_threads())
             A_kept, Z_kept = A.copy(), Z.copy()
-            dense.backward(dA, X, W, A, Z, dZ, dW, db, dX, code, alpha, has_bias, True)
+            dense.backward(dA, X, W, A, Z, dZ, dW, db, dX, code, alpha, has_bias, True, n_threads=get_num_threads())
         return A_kept, Z_kept, dZ, dW, db, dX
 
     A, Z, dZ, dW, db, dX = both_thread_counts(run)
@@ -167,8 +169,8 @@ def test_standalone_activation_forward_and_backward(dtype, name, N, n, regime, s
 
     def run():
         A, dZ = np.empty_like(Z), np.empty_like(Z)
-        dense.activation_forward(Z, A, code, alpha)
-        dense.activation_backward(dA, A, Z, dZ, code, alpha)
+        dense.activation_forward(Z, A, code, alpha, n_threads=get_num_threads())
+        dense.activation_backward(dA, A, Z, dZ, code, alpha, n_threads=get_num_threads())
         return A, dZ
 
     A, dZ = both_thread_counts(run)
@@ -200,12 +202,12 @@ def test_softmax_cross_entropy_and_probability_targets(dtype, N, K, regime, seed
 
     def run():
         dZ, rows_ = np.empty_like(Z), np.empty(N, np.float64)
-        v = kernels.softmax_cross_entropy(Z, y, w, scale, smoothing, dZ, rows_)
+        v = kernels.softmax_cross_entropy(Z, y, w, scale, smoothing, dZ, rows_, n_threads=get_num_threads())
         P = np.full((N, K), smoothing / K)
         P[np.arange(N), y] += 1 - smoothing
         P = P.astype(dtype)
         dZp, rows_p = np.empty_like(Z), np.empty(N, np.float64)
-        vp = kernels.softmax_cross_entropy_proba(Z, P, w, scale, dZp, rows_p)
+        vp = kernels.softmax_cross_entropy_proba(Z, P, w, scale, dZp, rows_p, n_threads=get_num_threads())
         return np.array(v), dZ, rows_, np.array(vp), dZp, rows_p, P
 
     v, dZ, rows_, vp, dZp, rows_p, P = both_thread_counts(run)
@@ -232,9 +234,9 @@ def test_binary_cross_entropy_and_mse(dtype, N, K, regime, seed, weighted):
 
     def run():
         dZ, r = np.empty_like(Z), np.empty(N, np.float64)
-        v = kernels.binary_cross_entropy(Z, Y, w, scale, dZ, r)
+        v = kernels.binary_cross_entropy(Z, Y, w, scale, dZ, r, n_threads=get_num_threads())
         dY, r2 = np.empty_like(Z), np.empty(N, np.float64)
-        v2 = kernels.mean_squared_error(Z, T, w, scale, dY, r2)
+        v2 = kernels.mean_squared_error(Z, T, w, scale, dY, r2, n_threads=get_num_threads())
         return np.array(v), dZ, r, np.array(v2), dY, r2
 
     v, dZ, r, v2, dY, r2 = both_thread_counts(run)
@@ -318,11 +320,11 @@ def test_dropout_masks_forward_and_backward_are_exact(dtype, N, d, seed, step, l
     def run():
         bits = mask_bits_buffer(N, d)
         y = np.empty_like(x)
-        _dropout.forward(x, y, bits, seed, step, layer, threshold, scale)
+        _dropout.forward(x, y, bits, seed, step, layer, threshold, scale, n_threads=get_num_threads())
         dx = np.empty_like(dy)
-        _dropout.backward(dy, bits, dx, scale)
+        _dropout.backward(dy, bits, dx, scale, n_threads=get_num_threads())
         alone = np.full_like(bits, 0xFFFFFFFF)
-        _dropout.mask_bits(alone, d, seed, step, layer, threshold)
+        _testing.mask_bits(alone, d, seed, step, layer, threshold, n_threads=get_num_threads())
         return y, dx, bits, alone
 
     y, dx, bits, alone = both_thread_counts(run)

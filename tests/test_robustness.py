@@ -9,7 +9,9 @@ from scipy.special import logsumexp
 
 import fastopt as fo
 from fastopt._kernels import dense, loss as loss_kernels
+from fastopt._kernels import _testing
 from fastopt.metrics import get_metric
+from fastopt.threads import get_num_threads
 
 
 def test_a_refused_step_leaves_batchnorm_statistics_untouched(rng):
@@ -137,7 +139,7 @@ def test_cross_entropy_keeps_its_digits_for_huge_logits(dtype):
     Z = np.array([[1e6, 1e6 - 1, 1e6 - 3]], dtype)
     y = np.array([1])
     w = np.ones(1, dtype)
-    value = loss_kernels.softmax_cross_entropy(Z, y, w, 1.0, 0.0, np.empty_like(Z), np.empty(1))
+    value = loss_kernels.softmax_cross_entropy(Z, y, w, 1.0, 0.0, np.empty_like(Z), np.empty(1), n_threads=get_num_threads())
     exact = logsumexp([0.0, -1.0, -3.0]) + 1.0
     assert value == pytest.approx(exact, rel=1e-6)
 
@@ -184,8 +186,8 @@ def test_multi_tile_gemm_matches_float64_reference(rng, m, n, k, trans_a, trans_
     A = rng.standard_normal((k, m) if trans_a else (m, k))
     B = rng.standard_normal((n, k) if trans_b else (k, n))
     C = np.empty((m, n))
-    assert np.prod(dense.tile_grid(m, n, k)[2:]) > 1 or m * n * k < 2 ** 21
+    assert np.prod(_testing.tile_grid(m, n, k)[2:]) > 1 or m * n * k < 2 ** 21
     with fo.threads(2):
-        dense.gemm_rowmajor(A, B, C, trans_a, trans_b)
+        _testing.gemm_rowmajor(A, B, C, trans_a, trans_b, n_threads=get_num_threads())
     ref = (A.T if trans_a else A) @ (B.T if trans_b else B)
     np.testing.assert_allclose(C, ref, rtol=1e-11, atol=1e-10)

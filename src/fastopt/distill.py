@@ -11,6 +11,7 @@ import numpy as np
 from ._kernels import loss as _loss
 from .buffers import RowBuffers
 from .losses import Loss, SoftmaxCrossEntropy
+from .threads import get_num_threads
 from .train import Trainer
 
 __all__ = ["DistillationLoss", "Distiller"]
@@ -55,7 +56,7 @@ class DistillationLoss(Loss):
         np.copyto(labels, target[:, K], casting="unsafe")
         np.copyto(teacher, target[:, :K])
         return _loss.distillation(pred, teacher, labels, w, scale, self.temperature, self.alpha,
-                                  dpred, scratch, row_loss)
+                                  dpred, scratch, row_loss, n_threads=get_num_threads())
 
 
 class Distiller(Trainer):

@@ -26,6 +26,7 @@ from ._kernels import dense as _dense
 from ._kernels import dropout as _dropout
 from ._kernels import norm as _norm
 from .buffers import RowBuffers
+from .threads import get_num_threads
 
 __all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Standardize", "ACTIVATIONS"]
 
@@ -205,7 +206,7 @@ class Dense(Layer):
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
         _dense.forward(x, self.params["W"], self._b, ws["Z"], ws["A"], self._act,
-                       self.alpha, self.use_bias)
+                       self.alpha, self.use_bias, n_threads=get_num_threads())
         self._x = x
         self._out = ws
         return ws["A"]
@@ -214,7 +215,7 @@ class Dense(Layer):
         ws = self._out
         _dense.backward(dy, self._x, self.params["W"], ws["A"], ws["Z"], ws["dZ"],
                         self.grads["W"], self._db, ws["dX"], self._act, self.alpha,
-                        self.use_bias, need_input_grad)
+                        self.use_bias, need_input_grad, n_threads=get_num_threads())
         return ws["dX"] if need_input_grad else None
 
 
@@ -242,14 +243,14 @@ class Activation(Layer):
 
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
-        _dense.activation_forward(x, ws["A"], self._act, self.alpha)
+        _dense.activation_forward(x, ws["A"], self._act, self.alpha, n_threads=get_num_threads())
         self._x = x
         self._out = ws
         return ws["A"]
 
     def backward(self, dy, need_input_grad=True):
         ws = self._out
-        _dense.activation_backward(dy, ws["A"], self._x, ws["dZ"], self._act, self.alpha)
+        _dense.activation_backward(dy, ws["A"], self._x, ws["dZ"], self._act, self.alpha, n_threads=get_num_threads())
         return ws["dZ"]
 
 
@@ -322,7 +323,7 @@ class Dropout(Layer):
         ws = self._ws.get(x.shape[0])
         seed, step, layer = self.key()
         _dropout.forward(x, ws["Y"], ws["bits"], seed, step, layer, self.threshold,
-                         self.scale)
+                         self.scale, n_threads=get_num_threads())
         self._out = ws
         return ws["Y"]
 
@@ -330,7 +331,7 @@ class Dropout(Layer):
         if self._identity:
             return dy
         ws = self._out
-        _dropout.backward(dy, ws["bits"], ws["dX"], self.scale)
+        _dropout.backward(dy, ws["bits"], ws["dX"], self.scale, n_threads=get_num_threads())
         return ws["dX"]
 
 
@@ -448,7 +449,7 @@ class BatchNorm(Layer):
         self._training = training
         if not training:
             _norm.forward_eval(x, self._gamma, self._beta, self.running_mean,
-                               self.running_var, self._coef, ws["Y"], self.eps, 0, 0.0)
+                               self.running_var, self._coef, ws["Y"], self.eps, 0, 0.0, n_threads=get_num_threads())
             return ws["Y"]
         if x.shape[0] < 2:
             raise ValueError("BatchNorm needs more than 1 sample per batch in training "
@@ -460,7 +461,7 @@ class BatchNorm(Layer):
         _norm.forward_train(x, self._gamma, self._beta, ws["Y"], self._mean, self._invstd,
                             self.running_mean, self.running_var, self._partial,
                             self._coef, self.momentum, self.eps, 0, 0.0,
-                            ws["bits"], 0, 0, 0, 0, 1.0, False)
+                            ws["bits"], 0, 0, 0, 0, 1.0, False, n_threads=get_num_threads())
         return ws["Y"]
 
     def backward(self, dy, need_input_grad=True):
@@ -469,7 +470,7 @@ class BatchNorm(Layer):
         ws = self._out
         _norm.backward(self._x, dy, self._gamma, self._mean, self._invstd, self._partial,
                        self._coef, ws["dX"], self._dgamma, self._dbeta, 0, 0.0,
-                       ws["bits"], 1.0, False, need_input_grad)
+                       ws["bits"], 1.0, False, need_input_grad, n_threads=get_num_threads())
         return ws["dX"] if need_input_grad else None
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ._kernels import loss as _loss
 from .buffers import RowBuffers
+from .threads import get_num_threads
 
 __all__ = ["Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MeanSquaredError",
            "get_loss", "LOSSES"]
@@ -132,9 +133,9 @@ class SoftmaxCrossEntropy(Loss):
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
         if target.ndim == 2:
-            return _loss.softmax_cross_entropy_proba(pred, target, w, scale, dpred, row_loss)
+            return _loss.softmax_cross_entropy_proba(pred, target, w, scale, dpred, row_loss, n_threads=get_num_threads())
         return _loss.softmax_cross_entropy(pred, target, w, scale, self.label_smoothing,
-                                           dpred, row_loss)
+                                           dpred, row_loss, n_threads=get_num_threads())
 
 
 def _as_float_targets(y, n_outputs, dtype, loss_name):
@@ -165,7 +166,7 @@ class BinaryCrossEntropy(Loss):
         return _loss.FUSED_KINDS[self.name] if type(self) is BinaryCrossEntropy else None
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
-        return _loss.binary_cross_entropy(pred, target, w, scale, dpred, row_loss)
+        return _loss.binary_cross_entropy(pred, target, w, scale, dpred, row_loss, n_threads=get_num_threads())
 
 
 class MeanSquaredError(Loss):
@@ -180,7 +181,7 @@ class MeanSquaredError(Loss):
         return _loss.FUSED_KINDS[self.name] if type(self) is MeanSquaredError else None
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
-        return _loss.mean_squared_error(pred, target, w, scale, dpred, row_loss)
+        return _loss.mean_squared_error(pred, target, w, scale, dpred, row_loss, n_threads=get_num_threads())
 
 
 LOSSES = {

@@ -25,6 +25,7 @@ from ._kernels import step as _step
 from ._kernels.norm import n_row_blocks
 from ._kernels.optim import norm_blocks
 from .layers import mask_bits_buffer
+from .threads import get_num_threads
 
 __all__ = ["StepPlan", "compile_plan"]
 
@@ -153,22 +154,22 @@ class StepPlan:
     def run(self, step, order=None, start=0):
         """Forward, fused loss and backward on rows ``start..start+rows`` of the bound data
         (or rows ``order[start:start+rows]``); returns the loss."""
-        return self._plan.run(step, order, start)
+        return self._plan.run(step, order, start, n_threads=get_num_threads())
 
     def run_step(self, step, order, start, update, clip_norm):
         """``run`` and, when finite, the optimizer's prepared update in the same call."""
-        return self._plan.run_step(step, order, start, update, clip_norm)
+        return self._plan.run_step(step, order, start, update, clip_norm, n_threads=get_num_threads())
 
     @property
     def applied(self):
         return self._plan.applied
 
     def forward(self, step=0, order=None, start=0):
-        self._plan.forward(step, order, start)
+        self._plan.forward(step, order, start, n_threads=get_num_threads())
         return self.output
 
     def backward(self):
-        self._plan.backward()
+        self._plan.backward(n_threads=get_num_threads())
 
     @property
     def grad_sum_squares(self):

@@ -16,7 +16,7 @@ from cython.parallel cimport prange
 
 from ._math cimport _tanh, _sigmoid, _softplus
 from ._blas cimport gemm
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 from ._activations cimport (ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID,
                            SOFTPLUS, TANH, relu, leaky_relu, elu, gelu_tanh, gelu,
                            relu_grad, leaky_relu_grad, elu_grad, sigmoid_grad, tanh_grad,
@@ -178,11 +178,11 @@ cdef inline void _gemm_tile(Tiling t, Py_ssize_t tile, bint trans_a, bint trans_
 
 cdef inline void _gemm_tiles(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, int k,
                       const floating* a, int lda, const floating* b, int ldb,
-                      floating* c, int ldc, int max_threads) noexcept nogil:
+                      floating* c, int ldc, int n_threads) noexcept nogil:
     """C = op(A)·op(B), row-major, over the fixed tile grid."""
     cdef Tiling t = _tiling(m, n, k)
     cdef Py_ssize_t n_tiles = t.n_tm * t.n_tn, tile
-    cdef int nt = max_threads if max_threads < n_tiles else <int>n_tiles
+    cdef int nt = n_threads if n_threads < n_tiles else <int>n_tiles
     if nt <= 1:
         for tile in range(n_tiles):
             _gemm_tile(t, tile, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
@@ -206,10 +206,10 @@ cdef inline void _forward_tile(Tiling t, Py_ssize_t tile, const floating* X, con
 
 cdef inline void _forward_layer(const floating* X, const floating* W, const floating* b,
                          floating* Z, floating* A, Py_ssize_t N, int n_in, Py_ssize_t n_out,
-                         int act, floating alpha, bint has_bias) noexcept nogil:
+                         int act, floating alpha, bint has_bias, int n_threads) noexcept nogil:
     cdef Tiling t = _tiling(N, n_out, n_in)
     cdef Py_ssize_t n_tiles = t.n_tm * t.n_tn, tile
-    cdef int nt = kernel_threads()
+    cdef int nt = n_threads
     cdef bint keep_z = act == GELU or act == GELU_TANH
     if N == 0:
         return
@@ -247,11 +247,10 @@ cdef inline void _backward_layer(const floating* dA, const floating* X, const fl
                           const floating* A, const floating* Z, floating* dZ, floating* dW,
                           floating* db, floating* dX, Py_ssize_t N, Py_ssize_t n_in,
                           Py_ssize_t n_out, int act, floating alpha, bint has_bias,
-                          bint need_dx) noexcept nogil:
+                          bint need_dx, int n_threads) noexcept nogil:
     cdef Py_ssize_t n_stripes = (n_out + STRIPE - 1) // STRIPE
     cdef Py_ssize_t s
-    cdef int nt = threads_for(N * n_out, ELEMENTWISE_PER_THREAD, kernel_threads())
-    cdef int max_threads = kernel_threads()
+    cdef int nt = threads_for(N * n_out, ELEMENTWISE_PER_THREAD, n_threads)
     if not (act == GELU or act == GELU_TANH):
         Z = NULL
     if N == 0:
@@ -273,30 +272,30 @@ cdef inline void _backward_layer(const floating* dA, const floating* X, const fl
                          min(s * STRIPE + STRIPE, n_out), act, alpha, has_bias)
     # dW (out×in) = dZᵀ (out×N) · X (N×in)
     _gemm_tiles(True, False, n_out, n_in, <int>N, dZ, <int>n_out, X, <int>n_in, dW,
-                <int>n_in, max_threads)
+                <int>n_in, n_threads)
     if need_dx:
         # dX (N×in) = dZ (N×out) · W (out×in)
         _gemm_tiles(False, False, N, n_in, <int>n_out, dZ, <int>n_out, W, <int>n_in, dX,
-                    <int>n_in, max_threads)
+                    <int>n_in, n_threads)
 
 
 
 
 cdef inline void _act_forward_rows(const floating* Z, floating* A, Py_ssize_t N, Py_ssize_t n,
-                                   int act, floating alpha) noexcept nogil:
+                                   int act, floating alpha, int n_threads) noexcept nogil:
     """A = act(Z), elementwise over N rows of n (A may be Z)."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD, n_threads)
     for i in prange(N, num_threads=nt, schedule='static'):
         _epilogue_row(<floating*>Z + i * n, NULL, A + i * n, n, act, alpha, False, False)
 
 
 cdef inline void _act_backward_rows(const floating* dA, const floating* A, const floating* Z,
                                     floating* dZ, Py_ssize_t N, Py_ssize_t n, int act,
-                                    floating alpha) noexcept nogil:
+                                    floating alpha, int n_threads) noexcept nogil:
     """dZ = dA ⊙ act'(·), elementwise; Z is read only for the GELUs."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * n, ELEMENTWISE_PER_THREAD, n_threads)
     cdef bint needs_z = act == GELU or act == GELU_TANH
     for i in prange(N, num_threads=nt, schedule='static'):
         _grad_row(dA + i * n, A + i * n, Z + i * n if needs_z else NULL, dZ + i * n,

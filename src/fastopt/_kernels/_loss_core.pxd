@@ -6,7 +6,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from ._math cimport _exp, _log, _log1p, _abs, _sigmoid
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 
 cdef enum:
     # Elements (N·K) under which a loss stays on one thread.
@@ -114,11 +114,11 @@ cdef inline void _mse_row(const floating* yhat, const floating* y, floating* dy,
 cdef inline double _batch_loss(int kind, const floating* Z, const floating* T,
                                const long long* labels, const floating* w, double scale,
                                double smoothing, floating* dZ, double* row_loss,
-                               Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+                               Py_ssize_t N, Py_ssize_t K, int n_threads) noexcept nogil:
     """One loss over a batch (rows in parallel), returning scale·Σᵢ wᵢ·ℓᵢ. T holds the
     targets for MSE, BCE and probability cross-entropy; labels for LOSS_XENT_LABELS."""
     cdef Py_ssize_t i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, n_threads)
     if kind == LOSS_MSE:
         for i in prange(N, num_threads=nt, schedule='static'):
             _mse_row(Z + i * K, T + i * K, dZ + i * K, K, <floating>(2 * scale * w[i] / K),

@@ -48,7 +48,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdint cimport uint32_t, uint64_t
 
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 from ._philox cimport dropout_key, make_key, expand_mask, span_bits
 from ._activations cimport (ELU, IDENTITY, LEAKY_RELU, RELU, relu, leaky_relu, elu,
                            relu_grad, leaky_relu_grad, elu_grad)
@@ -231,29 +231,29 @@ cdef inline void _bn_forward_train(const floating* x_ptr, const floating* gamma,
                                    double momentum, double eps, int act, floating alpha_f,
                                    uint32_t* bits_ptr, Py_ssize_t wpr, const dropout_key* key,
                                    floating scale_f, bint dropout, Py_ssize_t N,
-                                   Py_ssize_t d) noexcept nogil:
+                                   Py_ssize_t d, int n_threads) noexcept nogil:
     """Training forward over N ≥ 2 rows of d features. Workspace: ``partial``
     (_n_blocks(N), 4, d) float64, ``coef`` (6, d): rows 0 and 1 receive a and c.
     With ``dropout`` the mask bits go to ``bits_ptr`` (N rows of ``wpr`` words)."""
     if N == 0 or d == 0:
         return
     # (M2 is held in invstd until the finish turns it into σ⁻¹.)
-    _bn_local_stats(x_ptr, partial, mean, invstd, N, d)
+    _bn_local_stats(x_ptr, partial, mean, invstd, N, d, n_threads)
     _bn_finish_output(x_ptr, gamma, beta, y_ptr, mean, invstd, running_mean, running_var,
                       coef, momentum, eps, act, alpha_f, bits_ptr, wpr, key, scale_f,
-                      dropout, N, d, N, 0)
+                      dropout, N, d, N, 0, n_threads)
 
 
 cdef inline void _bn_forward_eval(const floating* x_ptr, const floating* gamma,
                                   const floating* beta, const floating* running_mean,
                                   const floating* running_var, floating* coef,
                                   floating* y_ptr, double eps, int act, floating alpha_f,
-                                  Py_ssize_t N, Py_ssize_t d) noexcept nogil:
+                                  Py_ssize_t N, Py_ssize_t d, int n_threads) noexcept nogil:
     """Eval forward: Y = act(X·a + c) with a = γ/√(running_var + eps),
     c = β − running_mean·a (per feature, in float64, into coef rows 0 and 1); one
     pass over X."""
     cdef Py_ssize_t i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, n_threads)
     cdef double inv
     for j in range(d):
         inv = 1.0 / sqrt(<double>running_var[j] + eps)
@@ -337,7 +337,7 @@ cdef inline void _bn_backward(const floating* x_ptr, const floating* dy_ptr,
                               floating* dx_ptr, floating* dgamma, floating* dbeta, int act,
                               floating alpha_f, const uint32_t* bits_ptr, Py_ssize_t wpr,
                               floating scale_f, bint dropout, bint need_dx, Py_ssize_t N,
-                              Py_ssize_t d) noexcept nogil:
+                              Py_ssize_t d, int n_threads) noexcept nogil:
     """Training backward from the forward's ``mean``/``invstd``, its a and c (``coef``
     rows 0 and 1, as _bn_forward_train left them) and X: dgamma, dbeta, and dX when
     ``need_dx``. With ``dropout`` the mask comes from the forward's bits. Workspace:
@@ -346,9 +346,9 @@ cdef inline void _bn_backward(const floating* x_ptr, const floating* dy_ptr,
     if N == 0 or d == 0:
         return
     _bn_grad_sums(x_ptr, dy_ptr, mean, invstd, partial, coef, dx_ptr, dgamma, dbeta, act,
-                  alpha_f, bits_ptr, wpr, scale_f, dropout, N, d)
+                  alpha_f, bits_ptr, wpr, scale_f, dropout, N, d, n_threads)
     if need_dx:
-        _bn_dx(x_ptr, gamma, invstd, partial, coef, dx_ptr, N, d, N)
+        _bn_dx(x_ptr, gamma, invstd, partial, coef, dx_ptr, N, d, N, n_threads)
 
 
 # ---- synchronized batch norm (data-parallel training, fastopt.distributed) ----
@@ -386,12 +386,12 @@ cdef inline void _merge_blocks(const double* partial, double* mean, double* m2,
 
 
 cdef inline void _bn_local_stats(const floating* x_ptr, double* partial, double* mean,
-                                 double* m2, Py_ssize_t N, Py_ssize_t d) noexcept nogil:
+                                 double* m2, Py_ssize_t N, Py_ssize_t d, int n_threads) noexcept nogil:
     """mean and M2 per feature of N ≥ 0 rows (blocks as in _bn_forward_train, merged in
     block order); N = 0 gives zeros."""
     cdef Py_ssize_t R = _block_rows(N)
     cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, n_threads)
     if N == 0:
         for j in range(d):
             mean[j] = 0
@@ -424,12 +424,12 @@ cdef inline void _bn_finish_output(const floating* x_ptr, const floating* gamma,
                                    floating alpha_f, uint32_t* bits_ptr, Py_ssize_t wpr,
                                    const dropout_key* key, floating scale_f, bint dropout,
                                    Py_ssize_t N, Py_ssize_t d, Py_ssize_t N_global,
-                                   Py_ssize_t row0) noexcept nogil:
+                                   Py_ssize_t row0, int n_threads) noexcept nogil:
     """From the GLOBAL batch's mean and M2 (M2 in ``invstd`` on entry, σ⁻¹ on return):
     a and c (coef rows 0, 1), the running statistics (with N_global), and the output of
     this rank's N rows, whose dropout masks are those of global rows row0.."""
     cdef Py_ssize_t i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, n_threads)
     cdef floating* a_ptr = coef
     cdef floating* c_ptr = coef + d
     cdef double var, inv
@@ -454,14 +454,14 @@ cdef inline void _bn_grad_sums(const floating* x_ptr, const floating* dy_ptr,
                                floating* coef, floating* dx_ptr, floating* dgamma,
                                floating* dbeta, int act, floating alpha_f,
                                const uint32_t* bits_ptr, Py_ssize_t wpr, floating scale_f,
-                               bint dropout, Py_ssize_t N, Py_ssize_t d) noexcept nogil:
+                               bint dropout, Py_ssize_t N, Py_ssize_t d, int n_threads) noexcept nogil:
     """The first half of _bn_backward on this rank's N ≥ 0 rows: g into dX, the share's
     Σg and Σg·x̂ into partial[0, 0] and partial[0, 1] (float64) and, rounded, into
     dbeta and dgamma (the share's part of the gradient arena, summed over the ranks with
     the rest of it)."""
     cdef Py_ssize_t R = _block_rows(N)
     cdef Py_ssize_t n_blocks = (N + R - 1) // R, b, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, n_threads)
     cdef floating* a_ptr = coef
     cdef floating* c_ptr = coef + d
     cdef floating* mu_ptr = coef + 2 * d
@@ -506,11 +506,11 @@ cdef inline void _bn_grad_sums(const floating* x_ptr, const floating* dy_ptr,
 
 cdef inline void _bn_dx(const floating* x_ptr, const floating* gamma, const double* invstd,
                         const double* partial, floating* coef, floating* dx_ptr,
-                        Py_ssize_t N, Py_ssize_t d, Py_ssize_t N_global) noexcept nogil:
+                        Py_ssize_t N, Py_ssize_t d, Py_ssize_t N_global, int n_threads) noexcept nogil:
     """The second half: dX of this rank's rows from the GLOBAL Σg, Σg·x̂ (partial[0, 0]
     and partial[0, 1], summed over the ranks by the caller) and the global row count."""
     cdef Py_ssize_t i, j
-    cdef int nt = threads_for(N * d, NORM_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * d, NORM_PER_THREAD, n_threads)
     cdef floating* a_ptr = coef
     cdef floating* mu_ptr = coef + 2 * d
     cdef floating* q_ptr = coef + 4 * d

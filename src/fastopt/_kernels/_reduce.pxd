@@ -4,7 +4,7 @@
 from cython cimport floating
 from cython.parallel cimport prange
 
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 
 cdef enum:
     # Squares are summed in double over fixed blocks of NORM_BLOCK elements, each with
@@ -44,11 +44,11 @@ cdef inline double _block_sum_squares(const floating* g, Py_ssize_t lo,
 
 
 cdef inline double _sum_squares(const floating* g, Py_ssize_t n,
-                                double* partials) noexcept nogil:
+                                double* partials, int n_threads) noexcept nogil:
     """Σ g² over n elements; ``partials`` holds ceil(n / NORM_BLOCK) doubles. The block
     edges depend only on n: the result is bitwise the same for any thread count."""
     cdef Py_ssize_t nb = (n + NORM_BLOCK - 1) // NORM_BLOCK, b, hi
-    cdef int nt = threads_for(n, NORM_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(n, NORM_PER_THREAD, n_threads)
     cdef double total = 0
     for b in prange(nb, num_threads=nt, schedule='static'):
         hi = (b + 1) * NORM_BLOCK

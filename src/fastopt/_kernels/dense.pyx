@@ -10,9 +10,8 @@ except GELU, which needs the pre-activation Z.
 
 from cython cimport floating
 
-from ._parallel cimport kernel_threads
-from ._dense_core cimport (Tiling, _tiling, _gemm_tiles, _forward_layer, _backward_layer,
-                           _act_forward_rows, _act_backward_rows)
+from ._dense_core cimport (_forward_layer, _backward_layer, _act_forward_rows,
+                           _act_backward_rows)
 from ._activations cimport (ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID,
                            SOFTPLUS, TANH)
 
@@ -27,7 +26,7 @@ NEEDS_PREACTIVATION = frozenset({GELU_TANH, GELU})
 
 def forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[::1] b,
             floating[:, ::1] Z, floating[:, ::1] A, int act, double alpha,
-            bint has_bias):
+            bint has_bias, *, int n_threads):
     """Z = X·Wᵀ + b; A = act(Z).
 
     X (N, in), W (out, in), b (out,), Z and A (N, out). Z keeps the pre-activation
@@ -38,33 +37,14 @@ def forward(const floating[:, ::1] X, const floating[:, ::1] W, const floating[:
         return
     with nogil:
         _forward_layer(&X[0, 0], &W[0, 0], &b[0] if has_bias else NULL, &Z[0, 0], &A[0, 0],
-                       X.shape[0], <int>X.shape[1], W.shape[0], act, <floating>alpha, has_bias)
-
-
-def gemm_rowmajor(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C,
-                  bint trans_a, bint trans_b):
-    """C = op(A)·op(B) through the tiled, thread-count-invariant path (tests, benchmarks)."""
-    cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
-    cdef int k = <int>(A.shape[0] if trans_a else A.shape[1])
-    if m == 0 or n == 0:
-        return
-    with nogil:
-        _gemm_tiles(trans_a, trans_b, m, n, k, &A[0, 0], <int>A.shape[1], &B[0, 0],
-                    <int>B.shape[1], &C[0, 0], <int>C.shape[1], kernel_threads())
-
-
-def tile_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
-    """(tile height, tile width, tiles down, tiles across) for an m×n×k product."""
-    cdef Tiling t = _tiling(m, n, k)
-    return t.tm, t.tn, t.n_tm, t.n_tn
-
+                       X.shape[0], <int>X.shape[1], W.shape[0], act, <floating>alpha, has_bias, n_threads)
 
 
 def backward(const floating[:, ::1] dA, const floating[:, ::1] X,
              const floating[:, ::1] W, const floating[:, ::1] A,
              const floating[:, ::1] Z, floating[:, ::1] dZ, floating[:, ::1] dW,
              floating[::1] db, floating[:, ::1] dX, int act, double alpha,
-             bint has_bias, bint need_dx):
+             bint has_bias, bint need_dx, *, int n_threads):
     """dZ = dA ⊙ act'(·), db = Σ_rows dZ, dW = dZᵀ·X, dX = dZ·W (when need_dx).
 
     dZ may be dA itself (then dA is overwritten). Z is read only for activations
@@ -80,25 +60,25 @@ def backward(const floating[:, ::1] dA, const floating[:, ::1] X,
     with nogil:
         _backward_layer(dA_ptr, X_ptr, &W[0, 0], A_ptr, Z_ptr, dZ_ptr, &dW[0, 0],
                         &db[0] if has_bias else NULL, dX_ptr, N, X.shape[1], W.shape[0], act,
-                        <floating>alpha, has_bias, need_dx)
+                        <floating>alpha, has_bias, need_dx, n_threads)
 
 
 
 def activation_forward(const floating[:, ::1] Z, floating[:, ::1] A, int act,
-                       double alpha):
+                       double alpha, *, int n_threads):
     """A = act(Z), elementwise (a standalone Activation layer)."""
     if Z.shape[0] == 0:
         return
     with nogil:
-        _act_forward_rows(&Z[0, 0], &A[0, 0], Z.shape[0], Z.shape[1], act, <floating>alpha)
+        _act_forward_rows(&Z[0, 0], &A[0, 0], Z.shape[0], Z.shape[1], act, <floating>alpha, n_threads)
 
 
 def activation_backward(const floating[:, ::1] dA, const floating[:, ::1] A,
                         const floating[:, ::1] Z, floating[:, ::1] dZ, int act,
-                        double alpha):
+                        double alpha, *, int n_threads):
     """dZ = dA ⊙ act'(·), elementwise."""
     if dA.shape[0] == 0:
         return
     with nogil:
         _act_backward_rows(&dA[0, 0], &A[0, 0], &Z[0, 0], &dZ[0, 0], dA.shape[0],
-                           dA.shape[1], act, <floating>alpha)
+                           dA.shape[1], act, <floating>alpha, n_threads)

@@ -15,7 +15,7 @@ from cython.parallel cimport prange
 from ._loss_core cimport (LOSS_BCE, LOSS_MSE, LOSS_PER_THREAD, LOSS_XENT_LABELS, LOSS_XENT_PROBA,
                           _batch_loss, _softmax_xent_row, _weighted_total)
 from ._math cimport _exp, _log
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 
 # Loss kinds understood by the fused Dense training step (dense.DenseChain).
 FUSED_KINDS = {"mse": LOSS_MSE, "binary_cross_entropy": LOSS_BCE,
@@ -29,7 +29,7 @@ ctypedef fused label_t:
 
 def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
                           const floating[::1] w, double scale, double smoothing,
-                          floating[:, ::1] dZ, double[::1] row_loss):
+                          floating[:, ::1] dZ, double[::1] row_loss, *, int n_threads):
     """Softmax cross-entropy from logits with integer labels in [0, K).
 
     ℓᵢ = logsumexp(zᵢ) − (1 − ε)·z_{i,yᵢ} − (ε/K)·Σₖ z_{i,k}   (ε: label smoothing)
@@ -37,7 +37,7 @@ def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
     Returns scale·Σᵢ wᵢ·ℓᵢ. Labels are not checked here (the Python floor does).
     """
     cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, n_threads)
     cdef floating eps = <floating>smoothing
     cdef double total
     with nogil:
@@ -50,7 +50,7 @@ def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
 
 def softmax_cross_entropy_proba(const floating[:, ::1] Z, const floating[:, ::1] P,
                                 const floating[::1] w, double scale,
-                                floating[:, ::1] dZ, double[::1] row_loss):
+                                floating[:, ::1] dZ, double[::1] row_loss, *, int n_threads):
     """Softmax cross-entropy from logits with probability targets P (rows sum to 1).
 
     ℓᵢ = −Σₖ P_{ik}·log softmax(zᵢ)ₖ ;  dZᵢ = scale·wᵢ·(softmax(zᵢ)·ΣₖP_{ik} − Pᵢ)
@@ -59,13 +59,13 @@ def softmax_cross_entropy_proba(const floating[:, ::1] Z, const floating[:, ::1]
     cdef double total
     with nogil:
         total = _batch_loss(LOSS_XENT_PROBA, &Z[0, 0], &P[0, 0], NULL, &w[0], scale, 0.0,
-                            &dZ[0, 0], &row_loss[0], N, K)
+                            &dZ[0, 0], &row_loss[0], N, K, n_threads)
     return total
 
 
 def binary_cross_entropy(const floating[:, ::1] Z, const floating[:, ::1] Y,
                          const floating[::1] w, double scale, floating[:, ::1] dZ,
-                         double[::1] row_loss):
+                         double[::1] row_loss, *, int n_threads):
     """Binary cross-entropy from logits, targets in [0, 1], K outputs per row.
 
     ℓᵢ = (1/K)·Σₖ [max(z,0) − z·y + log(1 + e^(−|z|))] ;  dZᵢ = scale·wᵢ·(σ(zᵢ) − Yᵢ)/K
@@ -74,13 +74,13 @@ def binary_cross_entropy(const floating[:, ::1] Z, const floating[:, ::1] Y,
     cdef double total
     with nogil:
         total = _batch_loss(LOSS_BCE, &Z[0, 0], &Y[0, 0], NULL, &w[0], scale, 0.0,
-                            &dZ[0, 0], &row_loss[0], N, K)
+                            &dZ[0, 0], &row_loss[0], N, K, n_threads)
     return total
 
 
 def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
                        const floating[::1] w, double scale, floating[:, ::1] dY,
-                       double[::1] row_loss):
+                       double[::1] row_loss, *, int n_threads):
     """Mean squared error over all K outputs of a row.
 
     ℓᵢ = (1/K)·Σₖ (ŷ − y)² ;  dŶᵢ = scale·wᵢ·2(ŷᵢ − yᵢ)/K
@@ -89,7 +89,7 @@ def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
     cdef double total
     with nogil:
         total = _batch_loss(LOSS_MSE, &Yhat[0, 0], &Y[0, 0], NULL, &w[0], scale, 0.0,
-                            &dY[0, 0], &row_loss[0], N, K)
+                            &dY[0, 0], &row_loss[0], N, K, n_threads)
     return total
 
 
@@ -133,7 +133,7 @@ cdef void _distill_row(const floating* zs, const floating* zt, Py_ssize_t y,
 def distillation(const floating[:, ::1] Zs, const floating[:, ::1] Zt,
                  const label_t[::1] y, const floating[::1] w, double scale,
                  double temperature, double alpha, floating[:, ::1] dZ,
-                 floating[:, ::1] scratch, double[::1] row_loss):
+                 floating[:, ::1] scratch, double[::1] row_loss, *, int n_threads):
     """Knowledge distillation (Hinton et al.) from student logits Zs and teacher logits Zt:
 
     ℓᵢ = α·T²·KL(softmax(zₜ/T) ‖ softmax(zₛ/T)) + (1 − α)·CE(zₛ, yᵢ)
@@ -141,7 +141,7 @@ def distillation(const floating[:, ::1] Zs, const floating[:, ::1] Zt,
     ``scratch`` is (N, K) workspace.
     """
     cdef Py_ssize_t N = Zs.shape[0], K = Zs.shape[1], i
-    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(N * K, LOSS_PER_THREAD, n_threads)
     cdef floating inv_T = <floating>(1.0 / temperature)
     cdef floating a = <floating>alpha
     cdef double total

@@ -48,7 +48,7 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
                   double[:, :, ::1] partial, floating[:, ::1] coef,
                   double momentum, double eps, int act, double alpha,
                   uint32_t[:, ::1] bits, uint64_t seed, uint64_t step, uint32_t layer,
-                  uint32_t threshold, double scale, bint dropout):
+                  uint32_t threshold, double scale, bint dropout, *, int n_threads):
     """Training forward: Y, the batch ``mean`` and ``invstd`` (float64, kept for
     backward), the running statistics updated in place, and with ``dropout`` the mask
     bits (N, ⌈d/32⌉) exactly as dropout.forward stores them.
@@ -66,13 +66,13 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
         _bn_forward_train(&X[0, 0], &gamma[0], &beta[0], &Y[0, 0], &mean[0], &invstd[0],
                           &running_mean[0], &running_var[0], &partial[0, 0, 0], &coef[0, 0],
                           momentum, eps, act, <floating>alpha, &bits[0, 0], bits.shape[1],
-                          &key, <floating>scale, dropout, N, d)
+                          &key, <floating>scale, dropout, N, d, n_threads)
 
 
 def forward_eval(const floating[:, ::1] X, const floating[::1] gamma,
                  const floating[::1] beta, const floating[::1] running_mean,
                  const floating[::1] running_var, floating[:, ::1] coef,
-                 floating[:, ::1] Y, double eps, int act, double alpha):
+                 floating[:, ::1] Y, double eps, int act, double alpha, *, int n_threads):
     """Eval forward: Y = act(X·a + c) with a = γ/√(running_var + eps),
     c = β − running_mean·a (per feature, in float64, into coef rows 0 and 1)."""
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -80,7 +80,7 @@ def forward_eval(const floating[:, ::1] X, const floating[::1] gamma,
     with nogil:
         _bn_forward_eval(&X[0, 0], &gamma[0], &beta[0], &running_mean[0], &running_var[0],
                          &coef[0, 0], &Y[0, 0], eps, act, <floating>alpha, X.shape[0],
-                         X.shape[1])
+                         X.shape[1], n_threads)
 
 
 def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
@@ -88,7 +88,7 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
              const double[::1] invstd, double[:, :, ::1] partial,
              floating[:, ::1] coef, floating[:, ::1] dX, floating[::1] dgamma,
              floating[::1] dbeta, int act, double alpha, const uint32_t[:, ::1] bits,
-             double scale, bint dropout, bint need_dx):
+             double scale, bint dropout, bint need_dx, *, int n_threads):
     """Training backward from the forward's ``mean``/``invstd``, its a and c (``coef``
     rows 0 and 1, as forward_train left them) and X: dgamma, dbeta, and dX when
     ``need_dx``. With ``dropout`` the mask comes from the forward's bits. Workspace:
@@ -103,4 +103,4 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
         _bn_backward(&X[0, 0], &dY[0, 0], &gamma[0], &mean[0], &invstd[0],
                      &partial[0, 0, 0], &coef[0, 0], &dX[0, 0], &dgamma[0], &dbeta[0], act,
                      <floating>alpha, &bits[0, 0], bits.shape[1], <floating>scale, dropout,
-                     need_dx, N, d)
+                     need_dx, N, d, n_threads)

@@ -456,7 +456,7 @@ def sum_squares(const floating[::1] g, double[::1] partials):
     if partials.shape[0] < nb:
         raise ValueError(f"partials holds {partials.shape[0]} doubles, {nb} needed")
     with nogil:
-        total = _sum_squares(&g[0], n, &partials[0])
+        total = _sum_squares(&g[0], n, &partials[0], kernel_threads())
     return total
 
 

@@ -22,7 +22,7 @@ from libc.stdint cimport uint32_t, uint64_t, uintptr_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 from ._philox cimport dropout_key, make_key
 from ._dense_core cimport (_forward_layer, _backward_layer, _act_forward_rows,
                            _act_backward_rows)
@@ -75,32 +75,32 @@ ctypedef struct Stage:
 
 
 cdef inline void _gather(const char* src, char* dst, const int64_t* idx, Py_ssize_t rows,
-                         Py_ssize_t row_bytes) noexcept nogil:
+                         Py_ssize_t row_bytes, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
-    cdef int nt = threads_for(rows * row_bytes, GATHER_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(rows * row_bytes, GATHER_PER_THREAD, n_threads)
     for i in prange(rows, num_threads=nt, schedule='static'):
         memcpy(dst + i * row_bytes, src + idx[i] * row_bytes, row_bytes)
 
 
 cdef void _forward(floating* marker, Stage* stages, Py_ssize_t n, Py_ssize_t N,
                    uint64_t seed, uint64_t step, bint training,
-                   Py_ssize_t row0) noexcept nogil:
+                   Py_ssize_t row0, int n_threads) noexcept nogil:
     cdef Py_ssize_t s
     for s in range(n):
-        _forward_stage(marker, &stages[s], N, seed, step, training, row0)
+        _forward_stage(marker, &stages[s], N, seed, step, training, row0, n_threads)
 
 
 cdef void _backward(floating* marker, Stage* stages, Py_ssize_t n,
-                    Py_ssize_t N) noexcept nogil:
+                    Py_ssize_t N, int n_threads) noexcept nogil:
     cdef Py_ssize_t s
     for s in range(n - 1, -1, -1):
         if not stages[s].backprop:
             break
-        _backward_stage(marker, &stages[s], N)
+        _backward_stage(marker, &stages[s], N, n_threads)
 
 
 cdef void _forward_stage(floating* marker, Stage* st, Py_ssize_t N, uint64_t seed,
-                         uint64_t step, bint training, Py_ssize_t row0) noexcept nogil:
+                         uint64_t step, bint training, Py_ssize_t row0, int n_threads) noexcept nogil:
     # row0: the batch's first row within the global batch its dropout masks are drawn
     # for (0 but in data-parallel training; batch norm's row0 goes through bn_output).
     cdef dropout_key key
@@ -108,7 +108,7 @@ cdef void _forward_stage(floating* marker, Stage* st, Py_ssize_t N, uint64_t see
         _forward_layer(<const floating*>st.f[F_X], <const floating*>st.f[F_W],
                        <const floating*>st.f[F_B], <floating*>st.f[F_Z],
                        <floating*>st.f[F_Y], N, <int>st.d_in, st.d_out, st.act,
-                       <floating>st.alpha, st.has_bias)
+                       <floating>st.alpha, st.has_bias, n_threads)
     elif st.kind == ST_BATCHNORM:
         if training:
             key = make_key(seed, step, st.layer, st.threshold)
@@ -123,22 +123,22 @@ cdef void _forward_stage(floating* marker, Stage* st, Py_ssize_t N, uint64_t see
                               <floating*>st.f[F_RUNNING_VAR], <double*>st.f[F_PARTIAL],
                               <floating*>st.f[F_COEF], st.momentum, st.eps, st.act,
                               <floating>st.alpha, <uint32_t*>st.f[F_BITS], st.wpr, &key,
-                              <floating>st.scale, st.dropout, N, st.d_out)
+                              <floating>st.scale, st.dropout, N, st.d_out, n_threads)
         else:
             _bn_forward_eval(<const floating*>st.f[F_X], <const floating*>st.f[F_W],
                              <const floating*>st.f[F_B],
                              <const floating*>st.f[F_RUNNING_MEAN],
                              <const floating*>st.f[F_RUNNING_VAR],
                              <floating*>st.f[F_COEF], <floating*>st.f[F_Y], st.eps,
-                             st.act, <floating>st.alpha, N, st.d_out)
+                             st.act, <floating>st.alpha, N, st.d_out, n_threads)
     elif st.kind == ST_ACTIVATION:
         _act_forward_rows(<const floating*>st.f[F_X], <floating*>st.f[F_Y], N, st.d_out,
-                          st.act, <floating>st.alpha)
+                          st.act, <floating>st.alpha, n_threads)
     elif st.kind == ST_DROPOUT:
         key = make_key(seed, step, st.layer, st.threshold)
         _dropout_forward_at(<const floating*>st.f[F_X], <floating*>st.f[F_Y],
                             <uint32_t*>st.f[F_BITS], st.wpr, &key, <floating>st.scale, N,
-                            st.d_out, row0)
+                            st.d_out, row0, n_threads)
     elif st.kind == ST_AFFINE:
         _affine_rows(<const floating*>st.f[F_X], <const floating*>st.f[F_W],
                      <const floating*>st.f[F_B], <floating*>st.f[F_Y], N, st.d_out)
@@ -157,7 +157,7 @@ cdef inline void _affine_rows(const floating* x, const floating* mean, const flo
             y[i * d + j] = t * inv[j]
 
 
-cdef void _backward_stage(floating* marker, Stage* st, Py_ssize_t N) noexcept nogil:
+cdef void _backward_stage(floating* marker, Stage* st, Py_ssize_t N, int n_threads) noexcept nogil:
     cdef Py_ssize_t j
     if st.kind == ST_DENSE:
         _backward_layer(<const floating*>st.f[F_DY], <const floating*>st.f[F_X],
@@ -165,7 +165,7 @@ cdef void _backward_stage(floating* marker, Stage* st, Py_ssize_t N) noexcept no
                         <const floating*>st.f[F_Z], <floating*>st.f[F_DZ],
                         <floating*>st.f[F_DW], <floating*>st.f[F_DB],
                         <floating*>st.f[F_DX], N, st.d_in, st.d_out, st.act,
-                        <floating>st.alpha, st.has_bias, st.need_dx)
+                        <floating>st.alpha, st.has_bias, st.need_dx, n_threads)
     elif st.kind == ST_BATCHNORM:
         _bn_backward(<const floating*>st.f[F_X], <const floating*>st.f[F_DY],
                      <const floating*>st.f[F_W], <const double*>st.f[F_MEAN],
@@ -173,15 +173,15 @@ cdef void _backward_stage(floating* marker, Stage* st, Py_ssize_t N) noexcept no
                      <floating*>st.f[F_COEF], <floating*>st.f[F_DX],
                      <floating*>st.f[F_DW], <floating*>st.f[F_DB], st.act,
                      <floating>st.alpha, <const uint32_t*>st.f[F_BITS], st.wpr,
-                     <floating>st.scale, st.dropout, st.need_dx, N, st.d_out)
+                     <floating>st.scale, st.dropout, st.need_dx, N, st.d_out, n_threads)
     elif st.kind == ST_ACTIVATION:
         _act_backward_rows(<const floating*>st.f[F_DY], <const floating*>st.f[F_Y],
                            <const floating*>st.f[F_X], <floating*>st.f[F_DX], N,
-                           st.d_out, st.act, <floating>st.alpha)
+                           st.d_out, st.act, <floating>st.alpha, n_threads)
     elif st.kind == ST_DROPOUT:
         _dropout_backward(<const floating*>st.f[F_DY], <const uint32_t*>st.f[F_BITS],
                           st.wpr, <floating*>st.f[F_DX], <floating>st.scale, N,
-                          st.d_out)
+                          st.d_out, n_threads)
     elif st.kind == ST_AFFINE:
         for j in range(N * st.d_out):
             (<floating*>st.f[F_DX])[j] = ((<const floating*>st.f[F_DY])[j]
@@ -280,7 +280,7 @@ cdef class StepPlan:
         self.w_src = _address(W)
         self.weighted = W is not None
 
-    cdef void _place(self, const int64_t* idx, Py_ssize_t start) noexcept nogil:
+    cdef void _place(self, const int64_t* idx, Py_ssize_t start, int n_threads) noexcept nogil:
         """Point stage 0, the targets and the weights at the batch: rows start.. of the
         bound data, or its rows idx[0..N) gathered into the plan's own buffers."""
         cdef Py_ssize_t N = self.N
@@ -290,21 +290,21 @@ cdef class StepPlan:
             self._w = self.w_src + start * (8 if self.is_double else 4) if self.weighted \
                 else self.ones
         else:
-            _gather(<const char*>self.x_src, <char*>self.x_own, idx, N, self.x_row)
+            _gather(<const char*>self.x_src, <char*>self.x_own, idx, N, self.x_row, n_threads)
             self.stages[0].f[F_X] = self.x_own
             if self.t_src:
-                _gather(<const char*>self.t_src, <char*>self.t_own, idx, N, self.t_row)
+                _gather(<const char*>self.t_src, <char*>self.t_own, idx, N, self.t_row, n_threads)
                 self._t = self.t_own
             else:
                 self._t = 0
             if self.weighted:
                 _gather(<const char*>self.w_src, <char*>self.w_own, idx, N,
-                        8 if self.is_double else 4)
+                        8 if self.is_double else 4, n_threads)
                 self._w = self.w_own
             else:
                 self._w = self.ones
 
-    def run(self, uint64_t step, const int64_t[::1] idx=None, Py_ssize_t start=0):
+    def run(self, uint64_t step, const int64_t[::1] idx=None, Py_ssize_t start=0, *, int n_threads):
         """One training step's forward, fused loss and backward on the batch (rows
         ``start..start+N`` of the bound data, or its rows ``idx[start:start+N]``).
         Returns scale·Σ wᵢℓᵢ; leaves the arena's Σg² in ``grad_sum_squares``."""
@@ -312,7 +312,7 @@ cdef class StepPlan:
         cdef double total, scale
         cdef Stage* last = &self.stages[self.n_stages - 1]
         with nogil:
-            self._place(ip, start)
+            self._place(ip, start, n_threads)
             if self.is_double:
                 scale = (_weight_sum(<const double*>self._w, self.N) if self.weighted
                          else <double>self.N)
@@ -320,15 +320,15 @@ cdef class StepPlan:
                 if self.scale_override >= 0:
                     scale = self.scale_override
                 _forward(<double*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training, self.row0)
+                         self.training, self.row0, n_threads)
                 total = _batch_loss(self.loss_kind, <const double*>self.out,
                                     <const double*>self._t, <const long long*>self._t,
                                     <const double*>self._w, scale, self.smoothing,
                                     <double*>self.dout, <double*>self.row_loss, self.N,
-                                    self.n_out)
-                _backward(<double*>NULL, self.stages, self.n_stages, self.N)
+                                    self.n_out, n_threads)
+                _backward(<double*>NULL, self.stages, self.n_stages, self.N, n_threads)
                 self.grad_sum_squares = _sum_squares(<const double*>self.grad, self.n_grad,
-                                                     <double*>self.partials)
+                                                     <double*>self.partials, n_threads)
             else:
                 scale = (_weight_sum(<const float*>self._w, self.N) if self.weighted
                          else <double>self.N)
@@ -336,26 +336,26 @@ cdef class StepPlan:
                 if self.scale_override >= 0:
                     scale = self.scale_override
                 _forward(<float*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training, self.row0)
+                         self.training, self.row0, n_threads)
                 total = _batch_loss(self.loss_kind, <const float*>self.out,
                                     <const float*>self._t, <const long long*>self._t,
                                     <const float*>self._w, scale, self.smoothing,
                                     <float*>self.dout, <double*>self.row_loss, self.N,
-                                    self.n_out)
-                _backward(<float*>NULL, self.stages, self.n_stages, self.N)
+                                    self.n_out, n_threads)
+                _backward(<float*>NULL, self.stages, self.n_stages, self.N, n_threads)
                 self.grad_sum_squares = _sum_squares(<const float*>self.grad, self.n_grad,
-                                                     <double*>self.partials)
+                                                     <double*>self.partials, n_threads)
         self.loss_scale = scale
         return total
 
     def run_step(self, uint64_t step, const int64_t[::1] idx, Py_ssize_t start,
-                 BoundUpdate update, double clip_norm):
+                 BoundUpdate update, double clip_norm, *, int n_threads):
         """``run``, then, when the loss and the gradient norm are finite, the optimizer's
         prepared update with the clipping factor min(1, clip_norm / (‖g‖ + 1e-6))
         (clip_norm ≤ 0: no clipping), all in the same call. ``applied`` tells whether the
         update was taken; when not, nothing was changed but the batch-norm running
         statistics (``restore_state`` puts them back) and the gradient buffer."""
-        cdef double total = self.run(step, idx, start)
+        cdef double total = self.run(step, idx, start, n_threads=n_threads)
         cdef double norm = sqrt(self.grad_sum_squares), gscale = 1.0
         self.applied = False
         if isfinite(total) and isfinite(norm):
@@ -367,55 +367,55 @@ cdef class StepPlan:
             self.applied = True
         return total
 
-    def forward(self, uint64_t step, const int64_t[::1] idx=None, Py_ssize_t start=0):
+    def forward(self, uint64_t step, const int64_t[::1] idx=None, Py_ssize_t start=0, *, int n_threads):
         """The forward stages only (evaluation plans, and losses without a fused kernel):
         the output is in the plan's output buffer."""
         cdef const int64_t* ip = &idx[start] if idx is not None else NULL
         with nogil:
-            self._place(ip, start)
+            self._place(ip, start, n_threads)
             if self.is_double:
                 _forward(<double*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training, self.row0)
+                         self.training, self.row0, n_threads)
             else:
                 _forward(<float*>NULL, self.stages, self.n_stages, self.N, self.seed, step,
-                         self.training, self.row0)
+                         self.training, self.row0, n_threads)
 
-    def backward(self):
+    def backward(self, *, int n_threads):
         """The backward stages from d loss / d output already in the plan's ``dout``
         buffer, then the arena's Σg² (``grad_sum_squares``)."""
         with nogil:
             if self.is_double:
-                _backward(<double*>NULL, self.stages, self.n_stages, self.N)
+                _backward(<double*>NULL, self.stages, self.n_stages, self.N, n_threads)
                 self.grad_sum_squares = _sum_squares(<const double*>self.grad, self.n_grad,
-                                                     <double*>self.partials)
+                                                     <double*>self.partials, n_threads)
             else:
-                _backward(<float*>NULL, self.stages, self.n_stages, self.N)
+                _backward(<float*>NULL, self.stages, self.n_stages, self.N, n_threads)
                 self.grad_sum_squares = _sum_squares(<const float*>self.grad, self.n_grad,
-                                                     <double*>self.partials)
+                                                     <double*>self.partials, n_threads)
 
     # -- one piece at a time: where a step's time goes (benchmarks/compare.py --breakdown) --
 
-    def forward_stage(self, Py_ssize_t s, uint64_t step):
+    def forward_stage(self, Py_ssize_t s, uint64_t step, *, int n_threads):
         """Stage s's forward alone (after a ``forward`` or ``run`` placed the batch)."""
         with nogil:
             if self.is_double:
                 _forward_stage(<double*>NULL, &self.stages[s], self.N, self.seed, step,
-                               self.training, self.row0)
+                               self.training, self.row0, n_threads)
             else:
                 _forward_stage(<float*>NULL, &self.stages[s], self.N, self.seed, step,
-                               self.training, self.row0)
+                               self.training, self.row0, n_threads)
 
-    def backward_stage(self, Py_ssize_t s):
+    def backward_stage(self, Py_ssize_t s, *, int n_threads):
         """Stage s's backward alone (a no-op for stages the backward pass skips)."""
         if not self.stages[s].backprop:
             return
         with nogil:
             if self.is_double:
-                _backward_stage(<double*>NULL, &self.stages[s], self.N)
+                _backward_stage(<double*>NULL, &self.stages[s], self.N, n_threads)
             else:
-                _backward_stage(<float*>NULL, &self.stages[s], self.N)
+                _backward_stage(<float*>NULL, &self.stages[s], self.N, n_threads)
 
-    def loss_only(self):
+    def loss_only(self, *, int n_threads):
         """The fused loss alone, on the current output (scale 1/N)."""
         cdef double total
         with nogil:
@@ -424,30 +424,30 @@ cdef class StepPlan:
                                     <const double*>self._t, <const long long*>self._t,
                                     <const double*>self._w, 1.0 / self.N, self.smoothing,
                                     <double*>self.dout, <double*>self.row_loss, self.N,
-                                    self.n_out)
+                                    self.n_out, n_threads)
             else:
                 total = _batch_loss(self.loss_kind, <const float*>self.out,
                                     <const float*>self._t, <const long long*>self._t,
                                     <const float*>self._w, 1.0 / self.N, self.smoothing,
                                     <float*>self.dout, <double*>self.row_loss, self.N,
-                                    self.n_out)
+                                    self.n_out, n_threads)
         return total
 
-    def norm_only(self):
+    def norm_only(self, *, int n_threads):
         """The gradient arena's Σg² alone."""
         with nogil:
             if self.is_double:
                 self.grad_sum_squares = _sum_squares(<const double*>self.grad, self.n_grad,
-                                                     <double*>self.partials)
+                                                     <double*>self.partials, n_threads)
             else:
                 self.grad_sum_squares = _sum_squares(<const float*>self.grad, self.n_grad,
-                                                     <double*>self.partials)
+                                                     <double*>self.partials, n_threads)
         return self.grad_sum_squares
 
-    def gather_only(self, const int64_t[::1] idx, Py_ssize_t start=0):
+    def gather_only(self, const int64_t[::1] idx, Py_ssize_t start=0, *, int n_threads):
         """The batch gather alone (rows idx[start:start+N] into the plan's buffers)."""
         with nogil:
-            self._place(&idx[start], start)
+            self._place(&idx[start], start, n_threads)
 
     # -- data-parallel training (fastopt.distributed drives these between collectives) --
 
@@ -457,13 +457,13 @@ cdef class StepPlan:
         negative: the share's own, as a single process)."""
         self.row0, self.scale_override = row0, loss_scale
 
-    def place(self, const int64_t[::1] idx=None, Py_ssize_t start=0):
+    def place(self, const int64_t[::1] idx=None, Py_ssize_t start=0, *, int n_threads):
         """Point the plan at the batch (and gather shuffled rows) without running it."""
         cdef const int64_t* ip = &idx[start] if idx is not None else NULL
         with nogil:
-            self._place(ip, start)
+            self._place(ip, start, n_threads)
 
-    def loss_scaled(self, double scale):
+    def loss_scaled(self, double scale, *, int n_threads):
         """The fused loss on the current output with the given scale."""
         cdef double total
         with nogil:
@@ -472,13 +472,13 @@ cdef class StepPlan:
                                     <const double*>self._t, <const long long*>self._t,
                                     <const double*>self._w, scale, self.smoothing,
                                     <double*>self.dout, <double*>self.row_loss, self.N,
-                                    self.n_out)
+                                    self.n_out, n_threads)
             else:
                 total = _batch_loss(self.loss_kind, <const float*>self.out,
                                     <const float*>self._t, <const long long*>self._t,
                                     <const float*>self._w, scale, self.smoothing,
                                     <float*>self.dout, <double*>self.row_loss, self.N,
-                                    self.n_out)
+                                    self.n_out, n_threads)
         return total
 
     def weight_sum(self):
@@ -489,7 +489,7 @@ cdef class StepPlan:
             return _weight_sum(<const double*>self._w, self.N)
         return _weight_sum(<const float*>self._w, self.N)
 
-    def bn_stats(self, Py_ssize_t s):
+    def bn_stats(self, Py_ssize_t s, *, int n_threads):
         """Batch-norm stage s, forward, first half: back up the running statistics and
         leave this share's mean and M2 per feature in the stage's ``mean`` and ``invstd``
         buffers (the caller merges them over the ranks and writes the global ones back)."""
@@ -501,13 +501,13 @@ cdef class StepPlan:
             if self.is_double:
                 _bn_local_stats(<const double*>st.f[F_X], <double*>st.f[F_PARTIAL],
                                 <double*>st.f[F_MEAN], <double*>st.f[F_INVSTD], self.N,
-                                st.d_out)
+                                st.d_out, n_threads)
             else:
                 _bn_local_stats(<const float*>st.f[F_X], <double*>st.f[F_PARTIAL],
                                 <double*>st.f[F_MEAN], <double*>st.f[F_INVSTD], self.N,
-                                st.d_out)
+                                st.d_out, n_threads)
 
-    def bn_output(self, Py_ssize_t s, uint64_t step, Py_ssize_t n_global):
+    def bn_output(self, Py_ssize_t s, uint64_t step, Py_ssize_t n_global, *, int n_threads):
         """Second half: normalize with the global mean and M2 now in ``mean``/``invstd``
         (n_global rows), update the running statistics, write the share's output (with
         the fused activation and the dropout of global rows row0..)."""
@@ -522,7 +522,7 @@ cdef class StepPlan:
                                   <double*>st.f[F_RUNNING_VAR], <double*>st.f[F_COEF],
                                   st.momentum, st.eps, st.act, <double>st.alpha,
                                   <uint32_t*>st.f[F_BITS], st.wpr, &key, <double>st.scale,
-                                  st.dropout, self.N, st.d_out, n_global, self.row0)
+                                  st.dropout, self.N, st.d_out, n_global, self.row0, n_threads)
             else:
                 _bn_finish_output(<const float*>st.f[F_X], <const float*>st.f[F_W],
                                   <const float*>st.f[F_B], <float*>st.f[F_Y],
@@ -531,9 +531,9 @@ cdef class StepPlan:
                                   <float*>st.f[F_RUNNING_VAR], <float*>st.f[F_COEF],
                                   st.momentum, st.eps, st.act, <float>st.alpha,
                                   <uint32_t*>st.f[F_BITS], st.wpr, &key, <float>st.scale,
-                                  st.dropout, self.N, st.d_out, n_global, self.row0)
+                                  st.dropout, self.N, st.d_out, n_global, self.row0, n_threads)
 
-    def bn_grad_sums(self, Py_ssize_t s):
+    def bn_grad_sums(self, Py_ssize_t s, *, int n_threads):
         """Batch-norm stage s, backward, first half: g into dX and the share's Σg, Σg·x̂
         into ``partial[0, 0]``, ``partial[0, 1]`` (and into dβ, dγ of the arena)."""
         cdef Stage* st = &self.stages[s]
@@ -545,7 +545,7 @@ cdef class StepPlan:
                               <double*>st.f[F_DX], <double*>st.f[F_DW],
                               <double*>st.f[F_DB], st.act, <double>st.alpha,
                               <const uint32_t*>st.f[F_BITS], st.wpr, <double>st.scale,
-                              st.dropout, self.N, st.d_out)
+                              st.dropout, self.N, st.d_out, n_threads)
             else:
                 _bn_grad_sums(<const float*>st.f[F_X], <const float*>st.f[F_DY],
                               <const double*>st.f[F_MEAN], <const double*>st.f[F_INVSTD],
@@ -553,9 +553,9 @@ cdef class StepPlan:
                               <float*>st.f[F_DX], <float*>st.f[F_DW],
                               <float*>st.f[F_DB], st.act, <float>st.alpha,
                               <const uint32_t*>st.f[F_BITS], st.wpr, <float>st.scale,
-                              st.dropout, self.N, st.d_out)
+                              st.dropout, self.N, st.d_out, n_threads)
 
-    def bn_dx(self, Py_ssize_t s, Py_ssize_t n_global):
+    def bn_dx(self, Py_ssize_t s, Py_ssize_t n_global, *, int n_threads):
         """Second half: dX of the share from the global sums now in ``partial[0]``
         (nothing when the stage needs no input gradient)."""
         cdef Stage* st = &self.stages[s]
@@ -566,12 +566,12 @@ cdef class StepPlan:
                 _bn_dx(<const double*>st.f[F_X], <const double*>st.f[F_W],
                        <const double*>st.f[F_INVSTD], <const double*>st.f[F_PARTIAL],
                        <double*>st.f[F_COEF], <double*>st.f[F_DX], self.N, st.d_out,
-                       n_global)
+                       n_global, n_threads)
             else:
                 _bn_dx(<const float*>st.f[F_X], <const float*>st.f[F_W],
                        <const double*>st.f[F_INVSTD], <const double*>st.f[F_PARTIAL],
                        <float*>st.f[F_COEF], <float*>st.f[F_DX], self.N, st.d_out,
-                       n_global)
+                       n_global, n_threads)
 
     def restore_state(self):
         """Put back the batch-norm running statistics saved by the last training forward

@@ -24,6 +24,8 @@ import traceback
 
 import numpy as np
 
+from ..threads import get_num_threads
+
 __all__ = ["DataParallel", "share_of", "shares"]
 
 
@@ -205,10 +207,10 @@ class DataParallel:
         total = float(np.cumsum(w, dtype=np.float64)[-1]) if rows else 0.0
         return 1.0 / total if total > 0 else 0.0
 
-    def _bn_forward(self, plan, s, step, n_global):
+    def _bn_forward(self, plan, s, step, n_global, nt):
         k, spec = plan.kernel, plan.stages[s]
         d = spec["d_out"]
-        k.bn_stats(s)
+        k.bn_stats(s, n_threads=nt)
         mine, every = plan.bn_buffers[s][:2]
         mine[0] = plan.rows
         mine[1:1 + d] = spec["mean"]
@@ -230,12 +232,12 @@ class DataParallel:
                 mean += delta * (n_b / n_ab)
                 m2 += m2_b + delta * delta * (n * n_b / n_ab)
             n += n_b
-        k.bn_output(s, step, n_global)
+        k.bn_output(s, step, n_global, n_threads=nt)
 
-    def _bn_backward(self, plan, s, n_global):
+    def _bn_backward(self, plan, s, n_global, nt):
         k, spec = plan.kernel, plan.stages[s]
         d = spec["d_out"]
-        k.bn_grad_sums(s)
+        k.bn_grad_sums(s, n_threads=nt)
         part = spec["partial"]
         mine, every = plan.bn_buffers[s][2:]
         mine[:d] = part[0, 0]
@@ -245,7 +247,7 @@ class DataParallel:
         total[...] = every[0]
         for r in range(1, self.size):     # rank order: the same sums on every rank
             total += every[r]
-        k.bn_dx(s, n_global)
+        k.bn_dx(s, n_global, n_threads=nt)
 
     def step(self, trainer, plan, order, start, row0, n_global, scale, interrupt):
         """One data-parallel step on this rank's share (rows ``start..`` of the bound
@@ -258,29 +260,30 @@ class DataParallel:
         if trainer.schedule is not None and trainer.schedule.interval == "step":
             trainer.schedule.step(optimizer, trainer.step_count)
         k, rows, ts = plan.kernel, plan.rows, model.train_step
+        nt = get_num_threads()
         k.set_share(row0, scale)
         grad = model.arena.grad
         if plan.bn_stages or rows == 0:
             if rows:
-                k.place(order, start)
+                k.place(order, start, n_threads=nt)
             else:
                 grad[...] = 0
             for s, spec in enumerate(plan.stages):
                 if spec["kind"] == "batchnorm":
-                    self._bn_forward(plan, s, ts, n_global)
+                    self._bn_forward(plan, s, ts, n_global, nt)
                 elif rows:
-                    k.forward_stage(s, ts)
-            value = k.loss_scaled(scale) if rows else 0.0
+                    k.forward_stage(s, ts, n_threads=nt)
+            value = k.loss_scaled(scale, n_threads=nt) if rows else 0.0
             for s in range(len(plan.stages) - 1, -1, -1):
                 spec = plan.stages[s]
                 if not spec["backprop"]:
                     break
                 if spec["kind"] == "batchnorm":
-                    self._bn_backward(plan, s, n_global)
+                    self._bn_backward(plan, s, n_global, nt)
                 elif rows:
-                    k.backward_stage(s)
+                    k.backward_stage(s, n_threads=nt)
         else:
-            value = k.run(ts, order, start)
+            value = k.run(ts, order, start, n_threads=nt)
         small = self._small
         small[0] = value
         small[1] = 1.0 if interrupt.raised else 0.0
@@ -291,7 +294,7 @@ class DataParallel:
         value = float(small[0])
         self.interrupted = self.interrupted or bool(small[1] > 0)
         self.stop = bool(small[2] > 0)
-        norm = math.sqrt(k.norm_only())
+        norm = math.sqrt(k.norm_only(n_threads=nt))
         if not math.isfinite(value):
             return trainer._nonfinite(plan, step, f"the training loss became {value}")
         if not math.isfinite(norm):
