@@ -401,7 +401,7 @@ def test_sum_squares_is_accurate_and_thread_invariant(dtype, n, regime, seed):
 
     def run():
         partials = np.empty(norm_blocks(n), np.float64)
-        return (np.array(sum_squares(g, partials)),)
+        return (np.array(sum_squares(g, partials, n_threads=get_num_threads())),)
 
     (got,) = both_thread_counts(run)
     g64 = g.astype(np.float64)

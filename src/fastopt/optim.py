@@ -35,6 +35,7 @@ import numpy as np
 
 from ._kernels import optim as _optim
 from .params import aligned_zeros
+from .threads import get_num_threads
 from .validation import check_number as _check_number
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
 
 _INF = float("inf")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def _aligned_zeros(n, dtype, fill=0.0):
@@ -70,7 +70,7 @@ def global_norm(grads):
     if not grads.flags.c_contiguous:
         raise ValueError("grads must be C-contiguous")
     partials = np.empty(_optim.norm_blocks(grads.shape[0]), dtype=np.float64)
-    return math.sqrt(_optim.sum_squares(grads, partials))
+    return math.sqrt(_optim.sum_squares(grads, partials, n_threads=get_num_threads()))
 
 
 def clip_scale(norm, max_norm):
@@ -128,7 +128,6 @@ class Optimizer:
     """
 
     name = None
-    _kernel = None          # the fused kernel in fastopt._kernels.optim
     _state_names = ()
 
     def __init__(self, lr, *, weight_decay=0.0, l1=0.0, maximize=False, clip_value=None):
@@ -143,7 +142,6 @@ class Optimizer:
         self._state = None          # {name: array}, allocated by the first step
         self._n = -1
         self._dtype = None
-        self._run = None            # the kernel specialised for self._dtype
         self._full = None           # segments table for "everything decayed"
         self._seg_copy = None       # the last segments given, and their table
         self._seg_table = None
@@ -218,7 +216,7 @@ class Optimizer:
         ``clip_value`` (the Trainer's) is used instead of the optimizer's own for this step."""
         bound = self._prepare(params, grads, segments, clip_value)
         self.t += 1
-        bound.run(grad_scale)
+        bound.run(grad_scale, n_threads=get_num_threads())
 
     def _prepare(self, params, grads, segments=None, clip_value=None):
         """The next step (t + 1) bound to its arrays and scalars, not taken: the compiled
@@ -278,7 +276,6 @@ class Optimizer:
 
     def _bind(self, n, dtype):
         self._n, self._dtype = n, np.dtype(dtype)
-        self._run = type(self)._kernel[_CTYPE[self._dtype]]
         self._bound = _optim.BoundUpdate()
         self._bound_to = None     # the arrays and conditioning it holds
         self._full = np.array([[0, n, 1]], dtype=np.intp)
@@ -367,7 +364,6 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
-    _kernel = _optim.sgd
     _state_names = ("momentum_buffer",)
 
     def __init__(self, lr=0.01, momentum=0.0, dampening=0.0, nesterov=False,
@@ -415,7 +411,6 @@ class Adagrad(Optimizer):
     """
 
     name = "adagrad"
-    _kernel = _optim.adagrad
     _state_names = ("sum",)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
@@ -461,7 +456,6 @@ class RMSprop(Optimizer):
     """
 
     name = "rmsprop"
-    _kernel = _optim.rmsprop
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, l1=0.0, maximize=False, clip_value=None):
@@ -507,7 +501,6 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    _kernel = _optim.adam
     _decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,

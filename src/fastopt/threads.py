@@ -12,8 +12,6 @@ process may run on.
 import os
 from contextlib import contextmanager
 
-from ._kernels import _parallel
-
 __all__ = ["set_num_threads", "get_num_threads", "threads", "default_num_threads"]
 
 
@@ -53,26 +51,32 @@ def _check_count(n):
     return n
 
 
+# The thread budget every kernel call is given (the kernels keep no global of their own).
+_num_threads = 1
+
+
 def set_num_threads(n):
     """Use at most ``n`` threads in fastopt's kernels (small loops use fewer)."""
-    _parallel.set_num_threads(_check_count(n))
+    global _num_threads
+    _num_threads = _check_count(n)
 
 
 def get_num_threads():
     """The upper bound on threads that fastopt's kernels use."""
-    return _parallel.get_num_threads()
+    return _num_threads
 
 
 @contextmanager
 def threads(n):
     """``with fastopt.threads(n): ...`` runs the block with ``n`` kernel threads."""
+    global _num_threads
     n = _check_count(n)
-    previous = _parallel.get_num_threads()
-    _parallel.set_num_threads(n)
+    previous = _num_threads
+    _num_threads = n
     try:
         yield
     finally:
-        _parallel.set_num_threads(previous)
+        _num_threads = previous
 
 
 class _BlasSingleThread:
@@ -122,4 +126,4 @@ class _BlasSingleThread:
 
 blas_single_thread = _BlasSingleThread()
 
-_parallel.set_num_threads(default_num_threads())
+_num_threads = default_num_threads()

@@ -1,20 +1,13 @@
-"""OpenMP thread count used by every fastopt kernel.
+"""How many OpenMP threads a kernel's parallel region opens.
 
-The count is set from Python (``fastopt.set_num_threads``); kernels read it through
-``kernel_threads()`` and size their parallel regions with ``threads_for`` so small
+Every kernel takes its thread budget as an argument (Python passes
+``fastopt.get_num_threads()``) and sizes its regions with ``threads_for`` so small
 loops stay on one thread: on small work the fork/join of an OpenMP region costs more
 than the second core gives back (measured: a 2-thread region costs a few µs to open).
 
 Results never depend on the count: every reduction in fastopt is split into blocks
 whose boundaries depend only on the problem's shape, merged in a fixed order.
 """
-
-cdef int _num_threads = 1
-
-
-cdef int kernel_threads() noexcept nogil:
-    return _num_threads
-
 
 cdef int threads_for(Py_ssize_t n_items, Py_ssize_t min_items_per_thread,
                      int n_threads) noexcept nogil:
@@ -31,17 +24,6 @@ cdef int threads_for(Py_ssize_t n_items, Py_ssize_t min_items_per_thread,
     if useful < n_threads:
         return <int>useful
     return n_threads
-
-
-def get_num_threads():
-    """Threads the kernels may use (an upper bound; small loops use fewer)."""
-    return _num_threads
-
-
-def set_num_threads(int n):
-    """Set the kernels' thread count. Callers validate; here it is clamped to >= 1."""
-    global _num_threads
-    _num_threads = n if n > 0 else 1
 
 
 def openmp_enabled():

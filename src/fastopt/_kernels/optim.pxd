@@ -30,7 +30,7 @@ ctypedef struct Update:
     Common c
 
 
-cdef void update_run(Update* u, double grad_scale) noexcept nogil
+cdef void update_run(Update* u, double grad_scale, int n_threads) noexcept nogil
 
 
 cdef class BoundUpdate:

@@ -8,7 +8,7 @@ gradient is conditioned on the way in, in torch.optim's order:
                                                   exact because the clamp is symmetric
     g ← g + wd·p + l1·sign(p)                     coupled L2 / L1, decayed segments only
 
-then the optimizer's own maths (written out in each kernel's docstring). Per-step
+then the optimizer's own maths (the fastopt.optim classes' docstrings write it out). Per-step
 scalars (bias corrections, decayed learning rates) come in already computed in double.
 
 Segments: ``segments`` is an (k, 3) table of contiguous runs ``(start, stop, decay)``
@@ -36,7 +36,7 @@ from ._math cimport _sqrt, _sign
 from ._reduce cimport NORM_BLOCK, _sum_squares
 from libc.stdint cimport uintptr_t
 
-from ._parallel cimport kernel_threads, threads_for
+from ._parallel cimport threads_for
 
 cdef enum:
     # Elements under which an update stays on one thread (memory-bound: ~10 µs).
@@ -80,10 +80,10 @@ cdef inline bint _overlap(const Py_ssize_t* seg, Py_ssize_t s, Py_ssize_t lo, Py
     return a[0] < b[0]
 
 
-cdef inline Common _common(const Py_ssize_t[:, ::1] segments, double grad_scale, double clip,
-                           double wd, double l1):
+cdef inline Common _common(const Py_ssize_t[:, ::1] segments, double clip, double wd,
+                           double l1):
     cdef Common c
-    c.scale, c.clip, c.wd, c.l1 = grad_scale, clip, wd, l1
+    c.scale, c.clip, c.wd, c.l1 = 1.0, clip, wd, l1
     c.coupled = wd != 0 or l1 != 0
     c.amsgrad = False
     c.seg, c.nseg = &segments[0, 0], segments.shape[0]
@@ -100,7 +100,7 @@ cdef enum:
 
 cdef inline void _sgd_range(floating* p, const floating* g, floating* b,
                             Py_ssize_t lo, Py_ssize_t hi, const Common* c,
-                            const double* k, int mode, bint decayed) noexcept nogil:
+                            const double* k, int mode, bint coupled) noexcept nogil:
     # k = (lr, momentum, buf_decay, keep)
     cdef floating scale = <floating>c.scale, clip = <floating>c.clip
     cdef floating wd = <floating>c.wd, l1 = <floating>c.l1
@@ -109,7 +109,7 @@ cdef inline void _sgd_range(floating* p, const floating* g, floating* b,
     cdef floating gi, bi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        gi = _cond(g[i], p[i], scale, clip, wd, l1, decayed)
+        gi = _cond(g[i], p[i], scale, clip, wd, l1, coupled)
         if mode == SGD_PLAIN:
             p[i] = p[i] - step * gi
         else:
@@ -121,116 +121,49 @@ cdef inline void _sgd_range(floating* p, const floating* g, floating* b,
                 p[i] = p[i] - step * bi
 
 
+cdef inline void _sgd_case(floating* p, const floating* g, floating* b, Py_ssize_t lo,
+                           Py_ssize_t hi, const Common* c, const double* k, int mode,
+                           bint coupled) noexcept nogil:
+    if mode == SGD_PLAIN:
+        _sgd_range(p, g, b, lo, hi, c, k, SGD_PLAIN, coupled)
+    elif mode == SGD_MOMENTUM:
+        _sgd_range(p, g, b, lo, hi, c, k, SGD_MOMENTUM, coupled)
+    else:
+        _sgd_range(p, g, b, lo, hi, c, k, SGD_NESTEROV, coupled)
+
+
 cdef void _sgd_span(floating* p, const floating* g, floating* b, Py_ssize_t lo, Py_ssize_t hi,
-                    const Common* c, const double* k, int mode) noexcept nogil:
-    cdef Py_ssize_t s, a, e
-    for s in range(c.nseg):
-        if not _overlap(c.seg, s, lo, hi, &a, &e):
-            continue
-        if c.coupled and c.seg[3 * s + 2]:
-            if mode == SGD_PLAIN:
-                _sgd_range(p, g, b, a, e, c, k, SGD_PLAIN, True)
-            elif mode == SGD_MOMENTUM:
-                _sgd_range(p, g, b, a, e, c, k, SGD_MOMENTUM, True)
-            else:
-                _sgd_range(p, g, b, a, e, c, k, SGD_NESTEROV, True)
-        else:
-            if mode == SGD_PLAIN:
-                _sgd_range(p, g, b, a, e, c, k, SGD_PLAIN, False)
-            elif mode == SGD_MOMENTUM:
-                _sgd_range(p, g, b, a, e, c, k, SGD_MOMENTUM, False)
-            else:
-                _sgd_range(p, g, b, a, e, c, k, SGD_NESTEROV, False)
-
-
-def sgd(floating[::1] p, const floating[::1] g, floating[::1] buf,
-        const Py_ssize_t[:, ::1] segments, double lr, double momentum, double buf_decay,
-        double keep, bint nesterov, double grad_scale, double clip, double wd, double l1):
-    """SGD with optional momentum / Nesterov, one pass.
-
-    g ← cond(g)                        (clip, sign, L2/L1 on decayed segments)
-    if momentum ≠ 0:  b ← buf_decay·b + keep·g
-                      g ← g + momentum·b  if nesterov  else  g ← b
-    p ← p − lr·g
-
-    The caller passes buf_decay = momentum and keep = 1 − dampening, except at the
-    first step: buf_decay = 0, keep = 1 on a zero buffer give b ← g exactly
-    (torch.optim.SGD's first step). momentum = 0 is plain SGD: ``buf`` is not touched.
-    """
-    cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
-    cdef int mode = SGD_PLAIN if momentum == 0 else (SGD_NESTEROV if nesterov else SGD_MOMENTUM)
-    cdef Common c
-    cdef double k[4]
-    if n == 0:
-        return
-    c = _common(segments, grad_scale, clip, wd, l1)
-    k[0], k[1], k[2], k[3] = lr, momentum, buf_decay, keep
-    cdef floating* pp = &p[0]
-    cdef const floating* gp = &g[0]
-    cdef floating* bp = &buf[0] if mode != SGD_PLAIN else pp
-    with nogil:
-        if nt == 1:
-            _sgd_span(pp, gp, bp, 0, n, &c, k, mode)
-        else:
-            for ci in prange(nt, num_threads=nt, schedule='static'):
-                _sgd_span(pp, gp, bp, _chunk_edge(n, ci, nt), _chunk_edge(n, ci + 1, nt),
-                          &c, k, mode)
+                    const Common* c, const double* k, int mode, bint coupled) noexcept nogil:
+    if coupled:
+        _sgd_case(p, g, b, lo, hi, c, k, mode, True)
+    else:
+        _sgd_case(p, g, b, lo, hi, c, k, mode, False)
 
 
 # ==== Adagrad ====
 
 cdef inline void _adagrad_range(floating* p, const floating* g, floating* s,
                                 Py_ssize_t lo, Py_ssize_t hi, const Common* c,
-                                double clr, double eps, bint decayed) noexcept nogil:
+                                double clr, double eps, bint coupled) noexcept nogil:
     cdef floating scale = <floating>c.scale, clip = <floating>c.clip
     cdef floating wd = <floating>c.wd, l1 = <floating>c.l1
     cdef floating step = <floating>clr, fe = <floating>eps
     cdef floating gi, si
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        gi = _cond(g[i], p[i], scale, clip, wd, l1, decayed)
+        gi = _cond(g[i], p[i], scale, clip, wd, l1, coupled)
         si = s[i] + gi * gi
         s[i] = si
         p[i] = p[i] - step * gi / (_sqrt(si) + fe)
 
 
 cdef void _adagrad_span(floating* p, const floating* g, floating* s, Py_ssize_t lo,
-                        Py_ssize_t hi, const Common* c, double clr, double eps) noexcept nogil:
-    cdef Py_ssize_t k, a, e
-    for k in range(c.nseg):
-        if not _overlap(c.seg, k, lo, hi, &a, &e):
-            continue
-        if c.coupled and c.seg[3 * k + 2]:
-            _adagrad_range(p, g, s, a, e, c, clr, eps, True)
-        else:
-            _adagrad_range(p, g, s, a, e, c, clr, eps, False)
-
-
-def adagrad(floating[::1] p, const floating[::1] g, floating[::1] acc,
-            const Py_ssize_t[:, ::1] segments, double clr, double eps,
-            double grad_scale, double clip, double wd, double l1):
-    """Adagrad, one pass.
-
-    g ← cond(g) ;  s ← s + g² ;  p ← p − clr·g / (√s + eps)
-    with clr = lr / (1 + (t − 1)·lr_decay) computed by the caller.
-    """
-    cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
-    cdef Common c
-    if n == 0:
-        return
-    c = _common(segments, grad_scale, clip, wd, l1)
-    cdef floating* pp = &p[0]
-    cdef const floating* gp = &g[0]
-    cdef floating* sp = &acc[0]
-    with nogil:
-        if nt == 1:
-            _adagrad_span(pp, gp, sp, 0, n, &c, clr, eps)
-        else:
-            for ci in prange(nt, num_threads=nt, schedule='static'):
-                _adagrad_span(pp, gp, sp, _chunk_edge(n, ci, nt), _chunk_edge(n, ci + 1, nt),
-                              &c, clr, eps)
+                        Py_ssize_t hi, const Common* c, double clr, double eps,
+                        bint coupled) noexcept nogil:
+    if coupled:
+        _adagrad_range(p, g, s, lo, hi, c, clr, eps, True)
+    else:
+        _adagrad_range(p, g, s, lo, hi, c, clr, eps, False)
 
 
 # ==== RMSprop ====
@@ -238,7 +171,7 @@ def adagrad(floating[::1] p, const floating[::1] g, floating[::1] acc,
 cdef inline void _rmsprop_range(floating* p, const floating* g, floating* v, floating* a,
                                 floating* b, Py_ssize_t lo, Py_ssize_t hi, const Common* c,
                                 double lr, double alpha, double eps, double mom,
-                                bint centered, bint momentum, bint decayed) noexcept nogil:
+                                bint centered, bint momentum, bint coupled) noexcept nogil:
     cdef floating scale = <floating>c.scale, clip = <floating>c.clip
     cdef floating wd = <floating>c.wd, l1 = <floating>c.l1
     cdef floating step = <floating>lr, fa = <floating>alpha, fc = <floating>(1 - alpha)
@@ -246,7 +179,7 @@ cdef inline void _rmsprop_range(floating* p, const floating* g, floating* v, flo
     cdef floating gi, vi, ai, d, bi
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        gi = _cond(g[i], p[i], scale, clip, wd, l1, decayed)
+        gi = _cond(g[i], p[i], scale, clip, wd, l1, coupled)
         vi = fa * v[i] + fc * gi * gi
         v[i] = vi
         if centered:
@@ -262,70 +195,29 @@ cdef inline void _rmsprop_range(floating* p, const floating* g, floating* v, flo
             p[i] = p[i] - step * gi / d
 
 
+cdef inline void _rmsprop_case(floating* p, const floating* g, floating* v, floating* a,
+                               floating* b, Py_ssize_t lo, Py_ssize_t hi, const Common* c,
+                               double lr, double alpha, double eps, double mom,
+                               bint centered, bint coupled) noexcept nogil:
+    if mom > 0:
+        _rmsprop_range(p, g, v, a, b, lo, hi, c, lr, alpha, eps, mom, centered, True, coupled)
+    else:
+        _rmsprop_range(p, g, v, a, b, lo, hi, c, lr, alpha, eps, mom, centered, False, coupled)
+
+
 cdef void _rmsprop_span(floating* p, const floating* g, floating* v, floating* a, floating* b,
                         Py_ssize_t lo, Py_ssize_t hi, const Common* c, double lr,
-                        double alpha, double eps, double mom, bint centered) noexcept nogil:
-    cdef Py_ssize_t k, s, e
-    cdef bint decayed
-    for k in range(c.nseg):
-        if not _overlap(c.seg, k, lo, hi, &s, &e):
-            continue
-        decayed = c.coupled and c.seg[3 * k + 2] != 0
+                        double alpha, double eps, double mom, bint centered,
+                        bint coupled) noexcept nogil:
+    if not coupled:
         if centered:
-            if mom > 0:
-                if decayed:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, True, True, True)
-                else:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, True, True, False)
-            else:
-                if decayed:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, True, False, True)
-                else:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, True, False, False)
+            _rmsprop_case(p, g, v, a, b, lo, hi, c, lr, alpha, eps, mom, True, False)
         else:
-            if mom > 0:
-                if decayed:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, False, True, True)
-                else:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, False, True, False)
-            else:
-                if decayed:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, False, False, True)
-                else:
-                    _rmsprop_range(p, g, v, a, b, s, e, c, lr, alpha, eps, mom, False, False, False)
-
-
-def rmsprop(floating[::1] p, const floating[::1] g, floating[::1] square_avg,
-            floating[::1] grad_avg, floating[::1] buf, const Py_ssize_t[:, ::1] segments,
-            double lr, double alpha, double eps, double momentum, bint centered,
-            double grad_scale, double clip, double wd, double l1):
-    """RMSprop, one pass.
-
-    g ← cond(g) ;  v ← α·v + (1 − α)·g²
-    centered: a ← α·a + (1 − α)·g ;  ṽ ← v − a²     else ṽ ← v
-    d ← √ṽ + eps
-    momentum > 0: b ← momentum·b + g/d ;  p ← p − lr·b      else p ← p − lr·g/d
-    ``grad_avg`` / ``buf`` are only touched when centered / momentum > 0.
-    """
-    cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
-    cdef Common c
-    if n == 0:
-        return
-    c = _common(segments, grad_scale, clip, wd, l1)
-    cdef floating* pp = &p[0]
-    cdef const floating* gp = &g[0]
-    cdef floating* vp = &square_avg[0]
-    cdef floating* ap = &grad_avg[0] if centered else vp
-    cdef floating* bp = &buf[0] if momentum > 0 else vp
-    with nogil:
-        if nt == 1:
-            _rmsprop_span(pp, gp, vp, ap, bp, 0, n, &c, lr, alpha, eps, momentum, centered)
-        else:
-            for ci in prange(nt, num_threads=nt, schedule='static'):
-                _rmsprop_span(pp, gp, vp, ap, bp, _chunk_edge(n, ci, nt),
-                              _chunk_edge(n, ci + 1, nt), &c, lr, alpha, eps, momentum,
-                              centered)
+            _rmsprop_case(p, g, v, a, b, lo, hi, c, lr, alpha, eps, mom, False, False)
+    elif centered:
+        _rmsprop_case(p, g, v, a, b, lo, hi, c, lr, alpha, eps, mom, True, True)
+    else:
+        _rmsprop_case(p, g, v, a, b, lo, hi, c, lr, alpha, eps, mom, False, True)
 
 
 # ==== Adam / AdamW ====
@@ -381,82 +273,38 @@ cdef inline void _adam_case(floating* p, const floating* g, floating* m, floatin
 cdef void _adam_span(floating* p, const floating* g, floating* m, floating* v, floating* vmax,
                      Py_ssize_t lo, Py_ssize_t hi, const Common* c, double beta1,
                      double beta2, double step_size, double inv_sqrt_bc2, double eps,
-                     double shrink) noexcept nogil:
-    cdef Py_ssize_t k, s, e
-    cdef bint shrinks = shrink != 1
-    for k in range(c.nseg):
-        if not _overlap(c.seg, k, lo, hi, &s, &e):
-            continue
-        if not c.seg[3 * k + 2] or not (c.coupled or shrinks):
-            _adam_case(p, g, m, v, vmax, s, e, c, beta1, beta2, step_size, inv_sqrt_bc2,
-                       eps, shrink, False, False)
-        elif c.coupled and shrinks:
-            _adam_case(p, g, m, v, vmax, s, e, c, beta1, beta2, step_size, inv_sqrt_bc2,
-                       eps, shrink, True, True)
-        elif c.coupled:
-            _adam_case(p, g, m, v, vmax, s, e, c, beta1, beta2, step_size, inv_sqrt_bc2,
-                       eps, shrink, True, False)
-        else:
-            _adam_case(p, g, m, v, vmax, s, e, c, beta1, beta2, step_size, inv_sqrt_bc2,
-                       eps, shrink, False, True)
-
-
-def adam(floating[::1] p, const floating[::1] g, floating[::1] exp_avg,
-         floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq,
-         const Py_ssize_t[:, ::1] segments, double beta1, double beta2, double step_size,
-         double inv_sqrt_bc2, double eps, double shrink, bint amsgrad,
-         double grad_scale, double clip, double wd, double l1):
-    """Adam / AMSGrad / AdamW, one pass.
-
-    g ← cond(g)
-    m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
-    amsgrad: v̂ ← max(v̂, v) and v̂ replaces v below
-    d ← √v · inv_sqrt_bc2 + eps
-    p ← shrink·p − step_size · m / d          (shrink on decayed segments only)
-    The caller passes step_size = lr / (1 − β1^t), inv_sqrt_bc2 = 1 / √(1 − β2^t), and
-    shrink = 1 − lr·wd for AdamW (decoupled decay; then wd = 0 here), 1 for Adam.
-    ``max_exp_avg_sq`` is only touched when amsgrad.
-    """
-    cdef Py_ssize_t n = p.shape[0], ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
-    cdef Common c
-    if n == 0:
-        return
-    c = _common(segments, grad_scale, clip, wd, l1)
-    cdef floating* pp = &p[0]
-    cdef const floating* gp = &g[0]
-    cdef floating* mp = &exp_avg[0]
-    cdef floating* vp = &exp_avg_sq[0]
-    cdef floating* wp = &max_exp_avg_sq[0] if amsgrad else vp
-    c.amsgrad = amsgrad
-    with nogil:
-        if nt == 1:
-            _adam_span(pp, gp, mp, vp, wp, 0, n, &c, beta1, beta2, step_size, inv_sqrt_bc2,
-                       eps, shrink)
-        else:
-            for ci in prange(nt, num_threads=nt, schedule='static'):
-                _adam_span(pp, gp, mp, vp, wp, _chunk_edge(n, ci, nt),
-                           _chunk_edge(n, ci + 1, nt), &c, beta1, beta2, step_size,
-                           inv_sqrt_bc2, eps, shrink)
+                     double shrink, bint decayed) noexcept nogil:
+    # On a decayed segment: coupled L2/L1 when set, AdamW's shrink when ≠ 1.
+    cdef bint coupled = decayed and c.coupled, shrinks = decayed and shrink != 1
+    if coupled and shrinks:
+        _adam_case(p, g, m, v, vmax, lo, hi, c, beta1, beta2, step_size, inv_sqrt_bc2,
+                   eps, shrink, True, True)
+    elif coupled:
+        _adam_case(p, g, m, v, vmax, lo, hi, c, beta1, beta2, step_size, inv_sqrt_bc2,
+                   eps, shrink, True, False)
+    elif shrinks:
+        _adam_case(p, g, m, v, vmax, lo, hi, c, beta1, beta2, step_size, inv_sqrt_bc2,
+                   eps, shrink, False, True)
+    else:
+        _adam_case(p, g, m, v, vmax, lo, hi, c, beta1, beta2, step_size, inv_sqrt_bc2,
+                   eps, shrink, False, False)
 
 
 # ==== global norm ====
 
-def sum_squares(const floating[::1] g, double[::1] partials):
+def sum_squares(const floating[::1] g, double[::1] partials, *, int n_threads):
     """Σ g² in double, by fixed blocks of NORM_BLOCK elements merged in block order.
 
-    ``partials`` holds one double per block (ceil(n / NORM_BLOCK) of them; see
-    ``norm_blocks``). The block edges depend only on n, so the result is bitwise the
-    same for any thread count.
+    ``partials`` holds one double per block (``norm_blocks(n)`` of them; the caller
+    sizes it). The block edges depend only on n, so the result is bitwise the same for
+    any thread count.
     """
-    cdef Py_ssize_t n = g.shape[0], nb = (n + NORM_BLOCK - 1) // NORM_BLOCK
+    cdef Py_ssize_t n = g.shape[0]
     cdef double total
     if n == 0:
         return 0.0
-    if partials.shape[0] < nb:
-        raise ValueError(f"partials holds {partials.shape[0]} doubles, {nb} needed")
     with nogil:
-        total = _sum_squares(&g[0], n, &partials[0], kernel_threads())
+        total = _sum_squares(&g[0], n, &partials[0], n_threads)
     return total
 
 
@@ -477,28 +325,41 @@ UPDATE_KINDS = {"sgd": UPD_SGD, "adagrad": UPD_ADAGRAD, "rmsprop": UPD_RMSPROP,
                 "adam": UPD_ADAM}
 
 
-cdef inline void _update_chunk(floating* marker, const Update* u, const Common* c,
-                               Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+cdef inline void _update_segment(floating* marker, const Update* u, const Common* c,
+                                 Py_ssize_t lo, Py_ssize_t hi, bint decayed) noexcept nogil:
     cdef floating* p = <floating*>u.p
     cdef const floating* g = <const floating*>u.g
     cdef floating* s0 = <floating*>u.s0
     cdef floating* s1 = <floating*>u.s1
     cdef floating* s2 = <floating*>u.s2
+    # Coupled L2 / L1 apply on decayed segments when set (zero decay takes the plain loop).
+    cdef bint coupled = decayed and c.coupled
     if u.kind == UPD_SGD:
-        _sgd_span(p, g, s0, lo, hi, c, u.h, u.mode)
+        _sgd_span(p, g, s0, lo, hi, c, u.h, u.mode, coupled)
     elif u.kind == UPD_ADAGRAD:
-        _adagrad_span(p, g, s0, lo, hi, c, u.h[0], u.h[1])
+        _adagrad_span(p, g, s0, lo, hi, c, u.h[0], u.h[1], coupled)
     elif u.kind == UPD_RMSPROP:
-        _rmsprop_span(p, g, s0, s1, s2, lo, hi, c, u.h[0], u.h[1], u.h[2], u.h[3], u.mode)
+        _rmsprop_span(p, g, s0, s1, s2, lo, hi, c, u.h[0], u.h[1], u.h[2], u.h[3], u.mode,
+                      coupled)
     else:
         _adam_span(p, g, s0, s1, s2, lo, hi, c, u.h[0], u.h[1], u.h[2], u.h[3], u.h[4],
-                   u.h[5])
+                   u.h[5], decayed)
 
 
-cdef void update_run(Update* u, double grad_scale) noexcept nogil:
-    """Run the filled update with this step's gradient scale (clipping factor)."""
+cdef inline void _update_chunk(floating* marker, const Update* u, const Common* c,
+                               Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """[lo, hi) of the arena, one segment at a time."""
+    cdef Py_ssize_t s, a, e
+    for s in range(c.nseg):
+        if _overlap(c.seg, s, lo, hi, &a, &e):
+            _update_segment(marker, u, c, a, e, c.seg[3 * s + 2] != 0)
+
+
+cdef void update_run(Update* u, double grad_scale, int n_threads) noexcept nogil:
+    """Run the filled update with this step's gradient scale (clipping factor) on at most
+    n_threads threads."""
     cdef Py_ssize_t n = u.n, ci
-    cdef int nt = threads_for(n, UPDATE_PER_THREAD, kernel_threads())
+    cdef int nt = threads_for(n, UPDATE_PER_THREAD, n_threads)
     cdef Common c = u.c
     if n == 0:
         return
@@ -541,7 +402,7 @@ cdef class BoundUpdate:
         self.u.sign = -1.0 if maximize else 1.0
         for k in range(len(h)):
             self.u.h[k] = h[k]
-        self.u.c = _common(segments, 1.0, clip, wd, l1)
+        self.u.c = _common(segments, clip, wd, l1)
         self.u.c.amsgrad = amsgrad
         self._keep = (p, g, states, segments)
 
@@ -551,7 +412,7 @@ cdef class BoundUpdate:
         for k in range(len(h)):
             self.u.h[k] = h[k]
 
-    def run(self, double grad_scale):
+    def run(self, double grad_scale, *, int n_threads):
         """Take the step: p and the state updated in place."""
         with nogil:
-            update_run(&self.u, grad_scale)
+            update_run(&self.u, grad_scale, n_threads)

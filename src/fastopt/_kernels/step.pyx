@@ -363,7 +363,7 @@ cdef class StepPlan:
                 gscale = min(1.0, clip_norm / (norm + 1e-6))
             self.grad_scale = gscale
             with nogil:
-                update_run(&update.u, gscale)
+                update_run(&update.u, gscale, n_threads)
             self.applied = True
         return total
 

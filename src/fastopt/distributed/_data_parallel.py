@@ -304,7 +304,7 @@ class DataParallel:
             gscale = min(1.0, trainer.clip_norm / (norm + 1e-6))
         update = optimizer._prepare(model.arena.data, grad, trainer._segments,
                                     trainer.clip_value)
-        update.run(gscale)
+        update.run(gscale, n_threads=nt)
         optimizer._commit()
         trainer.step_count = step
         if trainer.metrics and rows:
