@@ -271,8 +271,8 @@ def _train(args):
 
 
 def _train_on(args, comm):
-    from . import (Activation, BatchNorm, Dense, Dropout, EarlyStopping, Sequential, Standardize,
-                   Trainer, optim, save, threads)
+    from . import EarlyStopping, Sequential, Standardize, Trainer, optim, save, threads
+    from .layers import mlp_layers
     from .datasets import load_digits, train_test_split
 
     for flag, value in (("--test-fraction", args.test_fraction),):
@@ -353,14 +353,7 @@ def _train_on(args, comm):
     # The training split's statistics become the model's first layer: a saved model then
     # takes raw features.
     layers = [] if args.no_standardize else [Standardize(mean, std)]
-    for width in args.hidden:
-        if args.batch_norm:
-            layers += [Dense(width), BatchNorm(), Activation(args.activation)]
-        else:
-            layers.append(Dense(width, activation=args.activation))
-        if args.dropout:
-            layers.append(Dropout(args.dropout))
-    layers.append(Dense(n_out))
+    layers += mlp_layers(args.hidden, n_out, args.activation, args.batch_norm, args.dropout)
     if not classify:
         y_mean, y_std = float(y_train.mean()), float(y_train.std() or 1.0)
         y_train = (y_train - y_mean) / y_std
@@ -429,7 +422,7 @@ def _load_model(path):
 
 
 def _predict(args):
-    from scipy.special import expit, softmax
+    from .model import class_probabilities
 
     model = _load_model(args.model)
     meta = model.metadata
@@ -479,7 +472,7 @@ def _predict(args):
     if meta.get("task") == "classification":
         classes = meta.get("classes") or list(range(max(2, model.output_dim)))
         if args.proba:
-            P = expit(out) if model.output_dim == 1 else softmax(out, axis=1)
+            P = class_probabilities(out)
             header = [f"p_{c}" for c in (classes[1:] if model.output_dim == 1 else classes)]
             rows = P.tolist()
         else:

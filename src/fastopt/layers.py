@@ -28,7 +28,8 @@ from ._kernels import norm as _norm
 from .buffers import RowBuffers
 from .threads import get_num_threads
 
-__all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Standardize", "ACTIVATIONS"]
+__all__ = ["Layer", "Dense", "Activation", "BatchNorm", "Dropout", "Standardize", "ACTIVATIONS",
+           "mlp_layers"]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh",
                "sigmoid", "tanh", "softplus")
@@ -523,3 +524,23 @@ class Standardize(Layer):
         ws = self._out
         np.multiply(dy, self._inv, out=ws["dX"])
         return ws["dX"]
+
+
+def mlp_layers(hidden, n_outputs, activation="relu", batch_norm=False, dropout=0.0, init=None):
+    """The multi-layer perceptron's layers, as the CLI and the estimators build it.
+
+    Each hidden width h gives ``Dense(h, activation)``, or ``Dense(h) → BatchNorm →
+    Activation`` with ``batch_norm``, then ``Dropout(dropout)`` when dropout > 0; a linear
+    ``Dense(n_outputs)`` ends the stack. ``init`` (None: each Dense's default) applies to
+    every Dense.
+    """
+    layers = []
+    for width in hidden:
+        if batch_norm:
+            layers += [Dense(width, init=init), BatchNorm(), Activation(activation)]
+        else:
+            layers.append(Dense(width, activation=activation, init=init))
+        if dropout > 0:
+            layers.append(Dropout(dropout))
+    layers.append(Dense(n_outputs, init=init))
+    return layers

@@ -7,9 +7,20 @@ from .params import ParamArena
 from .threads import blas_single_thread
 from .validation import as_matrix, check_positive_int, check_seed
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "class_probabilities"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def class_probabilities(logits, independent=False):
+    """A classifier's probabilities from its logits: the softmax of each row, or the
+    sigmoid of each output when there is one output or the outputs are ``independent``
+    (binary cross-entropy, one probability per label)."""
+    from scipy.special import expit, softmax
+
+    if independent or logits.shape[1] == 1:
+        return expit(logits)
+    return softmax(logits, axis=1)
 
 
 class Sequential:
@@ -150,10 +161,7 @@ class Sequential:
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities for a classifier's logits: softmax over the outputs, or the
         sigmoid of a single output (binary cross-entropy models)."""
-        from scipy.special import expit, softmax
-
-        out = self.predict(X, batch_size=batch_size)
-        return expit(out) if self.output_dim == 1 else softmax(out, axis=1)
+        return class_probabilities(self.predict(X, batch_size=batch_size))
 
     def get_state(self):
         """A copy of everything training changes in the model: the parameters, each

@@ -97,7 +97,7 @@ from . import layers as _layers
 from . import optim as _optim
 from . import schedules as _schedules
 from .callbacks import Callback
-from .model import Sequential
+from .model import Sequential, class_probabilities
 from .threads import get_num_threads, threads
 from .train import Trainer
 
@@ -328,16 +328,8 @@ class _BaseMLP(BaseEstimator):
         # Glorot uniform everywhere, as scikit-learn's MLP initializes (it narrows the bound
         # by √3 for "logistic"; fastopt keeps Glorot's).
         init = "glorot_uniform"
-        built = []
-        for h in self._hidden_sizes():
-            if self.batch_norm:
-                built += [_layers.Dense(h, init=init), _layers.BatchNorm(),
-                          _layers.Activation(act)]
-            else:
-                built.append(_layers.Dense(h, activation=act, init=init))
-            if self.dropout > 0:
-                built.append(_layers.Dropout(self.dropout))
-        built.append(_layers.Dense(n_outputs, init=init))
+        built = _layers.mlp_layers(self._hidden_sizes(), n_outputs, act, self.batch_norm,
+                                   self.dropout, init=init)
         return Sequential(built, input_dim=n_features, dtype=np.dtype(self.dtype).name,
                           seed=seed)
 
@@ -654,11 +646,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X):
         """Class probabilities: softmax of the logits, columns in ``classes_`` order."""
-        z = self._predict_raw(X)
-        z -= z.max(axis=1, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=1, keepdims=True)
-        return z
+        return class_probabilities(self._predict_raw(X))
 
     def predict_log_proba(self, X):
         z = self._predict_raw(X)

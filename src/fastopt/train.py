@@ -16,6 +16,7 @@ from .callbacks import Callback, ProgressBar
 from .layers import BatchNorm
 from .losses import get_loss
 from .metrics import get_metric
+from .model import Sequential, class_probabilities
 from ._signals import _InterruptFlag
 from .optim import Optimizer, clip_scale
 from .threads import blas_single_thread
@@ -129,8 +130,6 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, schedule=None, clip_norm=None, clip_value=None,
                  metrics=(), callbacks=(), on_nonfinite="raise", comm=None):
-        from .model import Sequential
-
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a fastopt Sequential, got {type(model).__name__}")
         self.model = model
@@ -590,10 +589,8 @@ class Trainer:
         """Class probabilities: softmax of the logits (sigmoid for binary cross-entropy)."""
         if not self.loss.is_classification:
             raise ValueError(f"predict_proba needs a classification loss, not {self.loss.name!r}")
-        if self.loss.name == "binary_cross_entropy" or self.model.output_dim == 1:
-            from scipy.special import expit
-            return expit(self.model.predict(X, batch_size=batch_size))
-        return self.model.predict_proba(X, batch_size=batch_size)
+        return class_probabilities(self.model.predict(X, batch_size=batch_size),
+                                   independent=self.loss.name == "binary_cross_entropy")
 
     # ---- state ----
 
