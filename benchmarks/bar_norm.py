@@ -93,7 +93,8 @@ def bar_a(repeat):
         "bn_relu": _block([fo.BatchNorm(), fo.Activation("relu")], d, rows),
         "bn": _block([fo.BatchNorm()], d, rows),
         "dropout": _block([fo.Dropout(0.2)], d, rows),
-        "mask": lambda: _testing.mask_bits(bits, d, 0, 1, 0, threshold, n_threads=get_num_threads()),
+        "mask": lambda: _testing.mask_bits(bits, d, 0, 1, 0, threshold,
+                                           n_threads=get_num_threads()),
     }, 10, repeat)
     nbytes = a.nbytes
     bw_copy = 2 * nbytes / t["copyto"]

@@ -29,14 +29,16 @@ class DenseKernels:
         self.threads = fo.threads(threads)
         self.threads.__enter__()
         blas_single_thread.__enter__()
-        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True, n_threads=get_num_threads())
+        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True,
+                      n_threads=get_num_threads())
 
     def teardown(self, *args):
         blas_single_thread.__exit__(None, None, None)
         self.threads.__exit__(None, None, None)
 
     def time_forward(self, *args):
-        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True, n_threads=get_num_threads())
+        dense.forward(self.X, self.W, self.b, self.Z, self.A, self.act, 0.0, True,
+                      n_threads=get_num_threads())
 
     def time_backward(self, *args):
         dense.backward(self.dA, self.X, self.W, self.A, self.Z, self.dZ, self.dW, self.db,
@@ -61,4 +63,5 @@ class ActivationEpilogue:
         dense.activation_forward(self.Z, self.A, self.act, 0.0, n_threads=get_num_threads())
 
     def time_activation_backward(self, *args):
-        dense.activation_backward(self.Z, self.A, self.Z, self.dZ, self.act, 0.0, n_threads=get_num_threads())
+        dense.activation_backward(self.Z, self.A, self.Z, self.dZ, self.act, 0.0,
+                                  n_threads=get_num_threads())

@@ -37,12 +37,14 @@ class Dropout:
 
     def time_mask_bits_alone(self, shape):
         seed, step, layer = self.layer.key()
-        _testing.mask_bits(self.bits, shape[1], seed, step, layer, self.layer.threshold, n_threads=get_num_threads())
+        _testing.mask_bits(self.bits, shape[1], seed, step, layer, self.layer.threshold,
+                           n_threads=get_num_threads())
 
     def time_backward_regenerated(self, shape):
         seed, step, layer = self.layer.key()
         _testing.regenerate_backward(self.dy, self.out, self.bits, seed, step, layer,
-                                     self.layer.threshold, self.layer.scale, n_threads=get_num_threads())
+                                     self.layer.threshold, self.layer.scale,
+                                     n_threads=get_num_threads())
 
 
 class Philox:

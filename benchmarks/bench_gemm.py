@@ -182,7 +182,9 @@ def gemm_peak(threads, n=1024, rounds=5):
     """sgemm GFLOP/s of an n³ product through fastopt's tiled entry point (best round)."""
     A, B, C = _operands(n, n, n, False, False)
     with fo.threads(threads), blas_single_thread:
-        best = min(_timed(lambda: _testing.gemm_rowmajor(A, B, C, False, False, n_threads=get_num_threads()), 1, rounds))
+        nt = get_num_threads()
+        best = min(_timed(lambda: _testing.gemm_rowmajor(A, B, C, False, False, n_threads=nt),
+                          1, rounds))
     return 2 * n ** 3 / best / 1e9
 
 

@@ -23,13 +23,17 @@ class LossKernels:
         self.scale = 1.0 / N
 
     def time_softmax_cross_entropy(self, *args):
-        loss.softmax_cross_entropy(self.Z, self.y, self.w, self.scale, 0.0, self.dZ, self.rows, n_threads=get_num_threads())
+        loss.softmax_cross_entropy(self.Z, self.y, self.w, self.scale, 0.0, self.dZ, self.rows,
+                                   n_threads=get_num_threads())
 
     def time_softmax_cross_entropy_proba(self, *args):
-        loss.softmax_cross_entropy_proba(self.Z, self.P, self.w, self.scale, self.dZ, self.rows, n_threads=get_num_threads())
+        loss.dense_target_loss(loss.FUSED_KINDS["softmax_cross_entropy_proba"], self.Z, self.P,
+                               self.w, self.scale, self.dZ, self.rows, n_threads=get_num_threads())
 
     def time_binary_cross_entropy(self, *args):
-        loss.binary_cross_entropy(self.Z, self.Y, self.w, self.scale, self.dZ, self.rows, n_threads=get_num_threads())
+        loss.dense_target_loss(loss.FUSED_KINDS["binary_cross_entropy"], self.Z, self.Y, self.w,
+                               self.scale, self.dZ, self.rows, n_threads=get_num_threads())
 
     def time_mean_squared_error(self, *args):
-        loss.mean_squared_error(self.Z, self.Y, self.w, self.scale, self.dZ, self.rows, n_threads=get_num_threads())
+        loss.dense_target_loss(loss.FUSED_KINDS["mse"], self.Z, self.Y, self.w, self.scale,
+                               self.dZ, self.rows, n_threads=get_num_threads())

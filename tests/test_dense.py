@@ -9,7 +9,8 @@ import fastopt
 from fastopt._kernels import dense
 from fastopt.threads import blas_single_thread, get_num_threads
 
-ACTS = ["identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh", "softplus"]
+ACTS = ["identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
+        "softplus"]
 SHAPES = [(1, 1, 1), (1, 7, 17), (3, 17, 1), (5, 1, 33), (64, 33, 7), (65, 7, 257), (130, 17, 33)]
 DTYPES = [np.float32, np.float64]
 ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
@@ -21,7 +22,8 @@ def run_forward(X, W, b, name, has_bias=True):
     A = np.empty((N, out), X.dtype)
     Z = np.empty_like(A) if code in dense.NEEDS_PREACTIVATION else A
     with blas_single_thread:
-        dense.forward(X, W, b, Z, A, code, ALPHA.get(name, 0.0), has_bias, n_threads=get_num_threads())
+        dense.forward(X, W, b, Z, A, code, ALPHA.get(name, 0.0), has_bias,
+                      n_threads=get_num_threads())
     return Z, A
 
 
@@ -80,7 +82,8 @@ def test_no_bias_and_no_input_grad(rng, dtype):
     X, W, b = draw(rng, dtype, 9, 7, 5)
     zero = np.zeros(1, dtype)
     Z, A = run_forward(X, W, zero, "tanh", has_bias=False)
-    np.testing.assert_allclose(A, np.tanh(X.astype(np.float64) @ W.T.astype(np.float64)), **tol(dtype))
+    np.testing.assert_allclose(A, np.tanh(X.astype(np.float64) @ W.T.astype(np.float64)),
+                               **tol(dtype))
     dA = np.ones_like(A)
     dZ = np.empty_like(dA)
     dW = np.empty_like(W)
@@ -91,17 +94,20 @@ def test_no_bias_and_no_input_grad(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "softplus", "elu", "gelu", "gelu_tanh", "leaky_relu"])
+@pytest.mark.parametrize("name",
+                         ["sigmoid", "tanh", "softplus", "elu", "gelu", "gelu_tanh", "leaky_relu"])
 def test_activations_stay_finite_for_huge_inputs(dtype, name):
     X = np.array([[1e4, -1e4, 80.0, -80.0, 0.0]], dtype).T.copy()  # (5, 1)
     W = np.ones((1, 1), dtype)
     b = np.zeros(1, dtype)
     Z, A = run_forward(X, W, b, name)
     assert np.isfinite(A).all()
-    np.testing.assert_allclose(A[:, 0], act(name, X[:, 0].astype(np.float64)), rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(A[:, 0], act(name, X[:, 0].astype(np.float64)), rtol=1e-6,
+                               atol=1e-30)
     dZ, dW, db, dX = run_backward(np.ones_like(A), X, W, A, Z, name)
     assert np.isfinite(dZ).all()
-    np.testing.assert_allclose(dZ[:, 0], act_grad(name, X[:, 0].astype(np.float64)), rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(dZ[:, 0], act_grad(name, X[:, 0].astype(np.float64)), rtol=1e-5,
+                               atol=1e-30)
 
 
 @pytest.mark.parametrize("name", ["relu", "gelu"])
@@ -130,5 +136,6 @@ def test_standalone_activation_kernels(rng, dtype, name):
     np.testing.assert_allclose(A, act(name, Z), **tol(dtype))
     dA = rng.standard_normal(Z.shape).astype(dtype)
     dZ = np.empty_like(Z)
-    dense.activation_backward(dA, A, Z, dZ, code, ALPHA.get(name, 0.0), n_threads=get_num_threads())
+    dense.activation_backward(dA, A, Z, dZ, code, ALPHA.get(name, 0.0),
+                              n_threads=get_num_threads())
     np.testing.assert_allclose(dZ, dA * act_grad(name, Z), **tol(dtype))

@@ -87,7 +87,8 @@ def test_mask_bits_alone_decode_to_the_reference_mask_and_match_forward(shape):
     layer_bits = mask_bits_buffer(*shape)
     alone = np.full_like(layer_bits, 0xFFFFFFFF)
     x = np.ones(shape, np.float32)
-    _dropout.forward(x, np.empty_like(x), layer_bits, 99, 3, 1, 2**31, 2.0, n_threads=get_num_threads())
+    _dropout.forward(x, np.empty_like(x), layer_bits, 99, 3, 1, 2**31, 2.0,
+                     n_threads=get_num_threads())
     _testing.mask_bits(alone, shape[1], 99, 3, 1, 2**31, n_threads=get_num_threads())
     t = np.arange(shape[1])
     decoded = (alone[:, t // 32] >> (8 * (t % 4) + (t % 32) // 4)) & 1

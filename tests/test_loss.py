@@ -31,7 +31,8 @@ def test_softmax_cross_entropy_matches_reference(rng, dtype, shape, smoothing, l
     y = rng.integers(0, K, N).astype(label_dtype)
     w = np.ones(N, dtype)
     dZ, rows = buffers(Z)
-    value = kernels.softmax_cross_entropy(Z, y, w, 1.0 / N, smoothing, dZ, rows, n_threads=get_num_threads())
+    value = kernels.softmax_cross_entropy(Z, y, w, 1.0 / N, smoothing, dZ, rows,
+                                          n_threads=get_num_threads())
     ref_value, ref_grad, ref_rows = softmax_xent(Z, y, smoothing)
     np.testing.assert_allclose(value, ref_value, **loss_tol(dtype))
     np.testing.assert_allclose(rows, ref_rows, **loss_tol(dtype))
@@ -45,12 +46,15 @@ def test_weighted_losses_use_weighted_mean(rng, dtype):
     y = rng.integers(0, K, N)
     w = rng.uniform(0.1, 3.0, N).astype(dtype)
     dZ, rows = buffers(Z)
-    value = kernels.softmax_cross_entropy(Z, y, w, 1.0 / w.astype(np.float64).sum(), 0.0, dZ, rows, n_threads=get_num_threads())
+    value = kernels.softmax_cross_entropy(Z, y, w, 1.0 / w.astype(np.float64).sum(), 0.0, dZ, rows,
+                                          n_threads=get_num_threads())
     ref_value, ref_grad, _ = softmax_xent(Z, y, 0.0, w)
     np.testing.assert_allclose(value, ref_value, **loss_tol(dtype))
     np.testing.assert_allclose(dZ, ref_grad, **tol(dtype))
     Y = rng.uniform(size=(N, K)).astype(dtype)
-    value = kernels.mean_squared_error(Z, Y, w, 1.0 / w.astype(np.float64).sum(), dZ, rows, n_threads=get_num_threads())
+    value = kernels.dense_target_loss(kernels.FUSED_KINDS["mse"], Z, Y, w,
+                                      1.0 / w.astype(np.float64).sum(), dZ, rows,
+                                      n_threads=get_num_threads())
     ref_value, ref_grad, _ = mse(Z, Y, w)
     np.testing.assert_allclose(value, ref_value, **loss_tol(dtype))
     np.testing.assert_allclose(dZ, ref_grad, **tol(dtype))
@@ -64,7 +68,8 @@ def test_softmax_cross_entropy_with_probability_targets(rng, dtype, shape):
     P = (P / P.sum(axis=1, keepdims=True)).astype(dtype)
     w = np.ones(shape[0], dtype)
     dZ, rows = buffers(Z)
-    value = kernels.softmax_cross_entropy_proba(Z, P, w, 1.0 / shape[0], dZ, rows, n_threads=get_num_threads())
+    value = kernels.dense_target_loss(kernels.FUSED_KINDS["softmax_cross_entropy_proba"], Z, P, w,
+                                      1.0 / shape[0], dZ, rows, n_threads=get_num_threads())
     ref_value, ref_grad, _ = softmax_xent_proba(Z, P)
     np.testing.assert_allclose(value, ref_value, **loss_tol(dtype))
     np.testing.assert_allclose(dZ, ref_grad, **tol(dtype))
@@ -77,7 +82,8 @@ def test_binary_cross_entropy_matches_reference(rng, dtype, shape):
     Y = rng.uniform(size=shape).round().astype(dtype)
     w = np.ones(shape[0], dtype)
     dZ, rows = buffers(Z)
-    value = kernels.binary_cross_entropy(Z, Y, w, 1.0 / shape[0], dZ, rows, n_threads=get_num_threads())
+    value = kernels.dense_target_loss(kernels.FUSED_KINDS["binary_cross_entropy"], Z, Y, w,
+                                      1.0 / shape[0], dZ, rows, n_threads=get_num_threads())
     ref_value, ref_grad, ref_rows = bce(Z, Y)
     np.testing.assert_allclose(value, ref_value, **loss_tol(dtype))
     np.testing.assert_allclose(rows, ref_rows, **loss_tol(dtype))
@@ -91,7 +97,8 @@ def test_mse_matches_reference(rng, dtype, shape):
     Y = rng.standard_normal(shape).astype(dtype)
     w = np.ones(shape[0], dtype)
     dY, rows = buffers(Yhat)
-    value = kernels.mean_squared_error(Yhat, Y, w, 1.0 / shape[0], dY, rows, n_threads=get_num_threads())
+    value = kernels.dense_target_loss(kernels.FUSED_KINDS["mse"], Yhat, Y, w, 1.0 / shape[0], dY,
+                                      rows, n_threads=get_num_threads())
     ref_value, ref_grad, _ = mse(Yhat, Y)
     np.testing.assert_allclose(value, ref_value, **loss_tol(dtype))
     np.testing.assert_allclose(dY, ref_grad, **tol(dtype))
@@ -103,13 +110,15 @@ def test_losses_are_stable_for_logits_of_1e4(dtype):
     y = np.array([1, 2, 0])
     w = np.ones(3, dtype)
     dZ, rows = buffers(Z)
-    value = kernels.softmax_cross_entropy(Z, y, w, 1 / 3, 0.0, dZ, rows, n_threads=get_num_threads())
+    value = kernels.softmax_cross_entropy(Z, y, w, 1 / 3, 0.0, dZ, rows,
+                                          n_threads=get_num_threads())
     assert np.isfinite(value) and np.isfinite(dZ).all()
     ref_value, ref_grad, _ = softmax_xent(Z, y)
     np.testing.assert_allclose(value, ref_value, rtol=1e-6)
     np.testing.assert_allclose(dZ, ref_grad, atol=1e-7)
     Y = np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype)
-    value = kernels.binary_cross_entropy(Z, Y, w, 1 / 3, dZ, rows, n_threads=get_num_threads())
+    value = kernels.dense_target_loss(kernels.FUSED_KINDS["binary_cross_entropy"], Z, Y, w, 1 / 3,
+                                      dZ, rows, n_threads=get_num_threads())
     ref_value, ref_grad, _ = bce(Z, Y)
     assert np.isfinite(value) and np.isfinite(dZ).all()
     np.testing.assert_allclose(value, ref_value, rtol=1e-6)

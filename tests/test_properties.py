@@ -30,7 +30,8 @@ from reference import act, act_grad, bce, mse, softmax_xent, softmax_xent_proba
 from test_optim import CASES, Reference
 
 DTYPES = [np.float32, np.float64]
-ACTS = ["identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh", "softplus"]
+ACTS = ["identity", "relu", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
+        "softplus"]
 ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "leaky_relu": 1.0, "elu": 1.0, "gelu": 1.13,
              "gelu_tanh": 1.13, "sigmoid": 0.25, "tanh": 1.0, "softplus": 1.0}
@@ -112,7 +113,8 @@ def test_dense_forward_and_backward_epilogues(dtype, name, N, n_in, n_out, regim
         with blas_single_thread:
             dense.forward(X, W, b, Z, A, code, alpha, has_bias, n_threads=get_num_threads())
             A_kept, Z_kept = A.copy(), Z.copy()
-            dense.backward(dA, X, W, A, Z, dZ, dW, db, dX, code, alpha, has_bias, True, n_threads=get_num_threads())
+            dense.backward(dA, X, W, A, Z, dZ, dW, db, dX, code, alpha, has_bias, True,
+                           n_threads=get_num_threads())
         return A_kept, Z_kept, dZ, dW, db, dX
 
     A, Z, dZ, dW, db, dX = both_thread_counts(run)
@@ -190,9 +192,11 @@ def _loss_bound(dtype, Z, N):
     return 64 * eps(dtype) * (1 + np.abs(Z).max(initial=0.0)) / N
 
 
-@given(dtype=dtypes, N=rows, K=st.one_of(st.sampled_from([2, 3, 7, 8, 9, 16, 17, 33]), widths.filter(lambda k: k >= 2)),
+@given(dtype=dtypes, N=rows, K=st.one_of(st.sampled_from([2, 3, 7, 8, 9, 16, 17, 33]),
+                                         widths.filter(lambda k: k >= 2)),
        regime=regimes, seed=seeds, smoothing=st.sampled_from([0.0, 0.1]), weighted=st.booleans())
-def test_softmax_cross_entropy_and_probability_targets(dtype, N, K, regime, seed, smoothing, weighted):
+def test_softmax_cross_entropy_and_probability_targets(dtype, N, K, regime, seed, smoothing,
+                                                       weighted):
     rng = np.random.default_rng(seed)
     Z = values(rng, (N, K), dtype, regime, large=1e4)
     y = rng.integers(0, K, N)
@@ -202,12 +206,14 @@ def test_softmax_cross_entropy_and_probability_targets(dtype, N, K, regime, seed
 
     def run():
         dZ, rows_ = np.empty_like(Z), np.empty(N, np.float64)
-        v = kernels.softmax_cross_entropy(Z, y, w, scale, smoothing, dZ, rows_, n_threads=get_num_threads())
+        v = kernels.softmax_cross_entropy(Z, y, w, scale, smoothing, dZ, rows_,
+                                          n_threads=get_num_threads())
         P = np.full((N, K), smoothing / K)
         P[np.arange(N), y] += 1 - smoothing
         P = P.astype(dtype)
         dZp, rows_p = np.empty_like(Z), np.empty(N, np.float64)
-        vp = kernels.softmax_cross_entropy_proba(Z, P, w, scale, dZp, rows_p, n_threads=get_num_threads())
+        vp = kernels.dense_target_loss(kernels.FUSED_KINDS["softmax_cross_entropy_proba"], Z, P, w,
+                                       scale, dZp, rows_p, n_threads=get_num_threads())
         return np.array(v), dZ, rows_, np.array(vp), dZp, rows_p, P
 
     v, dZ, rows_, vp, dZp, rows_p, P = both_thread_counts(run)
@@ -234,9 +240,11 @@ def test_binary_cross_entropy_and_mse(dtype, N, K, regime, seed, weighted):
 
     def run():
         dZ, r = np.empty_like(Z), np.empty(N, np.float64)
-        v = kernels.binary_cross_entropy(Z, Y, w, scale, dZ, r, n_threads=get_num_threads())
+        v = kernels.dense_target_loss(kernels.FUSED_KINDS["binary_cross_entropy"], Z, Y, w, scale,
+                                      dZ, r, n_threads=get_num_threads())
         dY, r2 = np.empty_like(Z), np.empty(N, np.float64)
-        v2 = kernels.mean_squared_error(Z, T, w, scale, dY, r2, n_threads=get_num_threads())
+        v2 = kernels.dense_target_loss(kernels.FUSED_KINDS["mse"], Z, T, w, scale, dY, r2,
+                                       n_threads=get_num_threads())
         return np.array(v), dZ, r, np.array(v2), dY, r2
 
     v, dZ, r, v2, dY, r2 = both_thread_counts(run)
@@ -299,7 +307,8 @@ def test_batchnorm_training_forward_and_backward(dtype, N, d, seed, offset, spre
         return
     size = (np.abs(g64) / sigma) * (np.abs(dy64).sum(axis=0) + np.abs(dy64) * N) / N * (1 + xscale.max(axis=0))
     assert_within(dx, dx_ref, 64 * eps(dtype) * size + floor(dtype), "dx")
-    assert_within(dbeta, dbeta_ref, (N + 4) * eps(dtype) * np.abs(dy64).sum(axis=0) + floor(dtype), "dbeta")
+    assert_within(dbeta, dbeta_ref, (N + 4) * eps(dtype) * np.abs(dy64).sum(axis=0) + floor(dtype),
+                  "dbeta")
     assert_within(dgamma, dgamma_ref, 64 * eps(dtype) * (np.abs(dy64) * (np.abs(xhat) + xscale)).sum(axis=0)
                   + floor(dtype), "dgamma")
     assert np.isfinite(running_var).all() and (running_var >= 0).all()
@@ -309,7 +318,8 @@ def test_batchnorm_training_forward_and_backward(dtype, N, d, seed, offset, spre
 
 @given(dtype=dtypes, N=rows, d=widths, seed=st.integers(0, 2 ** 64 - 1), step=st.integers(0, 2 ** 64 - 1),
        layer=st.integers(0, 2 ** 32 - 1), rate=st.floats(0.0, 0.95), regime=regimes, vseed=seeds)
-def test_dropout_masks_forward_and_backward_are_exact(dtype, N, d, seed, step, layer, rate, regime, vseed):
+def test_dropout_masks_forward_and_backward_are_exact(dtype, N, d, seed, step, layer, rate, regime,
+                                                      vseed):
     rng = np.random.default_rng(vseed)
     x = values(rng, (N, d), dtype, regime)
     dy = values(rng, (N, d), dtype, regime)
@@ -320,7 +330,8 @@ def test_dropout_masks_forward_and_backward_are_exact(dtype, N, d, seed, step, l
     def run():
         bits = mask_bits_buffer(N, d)
         y = np.empty_like(x)
-        _dropout.forward(x, y, bits, seed, step, layer, threshold, scale, n_threads=get_num_threads())
+        _dropout.forward(x, y, bits, seed, step, layer, threshold, scale,
+                         n_threads=get_num_threads())
         dx = np.empty_like(dy)
         _dropout.backward(dy, bits, dx, scale, n_threads=get_num_threads())
         alone = np.full_like(bits, 0xFFFFFFFF)
@@ -344,10 +355,12 @@ def test_dropout_masks_forward_and_backward_are_exact(dtype, N, d, seed, step, l
 OPT_CASES = [(kind, kw) for kind, cases in CASES.items() for kw in cases]
 
 
-@given(case=st.sampled_from(OPT_CASES), dtype=dtypes, n=st.one_of(st.sampled_from(SIMD_EDGES), st.integers(1, 3000)),
+@given(case=st.sampled_from(OPT_CASES), dtype=dtypes, n=st.one_of(st.sampled_from(SIMD_EDGES),
+                                                                  st.integers(1, 3000)),
        regime=regimes, seed=seeds, steps=st.integers(1, 3), grad_scale=st.sampled_from([1.0, 0.5]),
        segmented=st.booleans())
-def test_optimizer_steps_match_the_float64_reference(case, dtype, n, regime, seed, steps, grad_scale, segmented):
+def test_optimizer_steps_match_the_float64_reference(case, dtype, n, regime, seed, steps,
+                                                     grad_scale, segmented):
     kind, kw = case
     rng = np.random.default_rng(seed)
     p0 = values(rng, n, dtype, "unit")
@@ -419,7 +432,8 @@ big = st.integers(128, 420)
 
 
 @_fewer
-@given(dtype=dtypes, name=st.sampled_from(ACTS), N=big, n_in=big, n_out=big, regime=regimes, seed=seeds)
+@given(dtype=dtypes, name=st.sampled_from(ACTS), N=big, n_in=big, n_out=big, regime=regimes,
+       seed=seeds)
 def test_split_dense_step_is_bitwise_thread_invariant(dtype, name, N, n_in, n_out, regime, seed):
     test_dense_forward_and_backward_epilogues.hypothesis.inner_test(
         dtype, name, N, n_in, n_out, regime, seed, True)

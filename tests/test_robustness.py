@@ -36,7 +36,8 @@ def test_an_exhausted_generator_is_an_error_not_silent_nan_epochs(rng):
     X = rng.standard_normal((32, 3))
     y = rng.integers(0, 2, 32)
     gen = ((X[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8))
-    trainer = fo.Trainer(fo.Sequential([fo.Dense(2)], input_dim=3), "softmax_cross_entropy", fo.optim.SGD())
+    trainer = fo.Trainer(fo.Sequential([fo.Dense(2)], input_dim=3), "softmax_cross_entropy",
+                         fo.optim.SGD())
     with pytest.raises(ValueError, match="generator can be iterated only once"):
         trainer.fit(gen, epochs=3, verbose=0)
     assert trainer.epoch == 1
@@ -76,7 +77,8 @@ def test_ctrl_c_with_early_stopping_keeps_the_latest_weights_for_resuming(rng, t
 
     model = fo.Sequential([fo.Dense(8, activation="tanh"), fo.Dense(1)], input_dim=4)
     trainer = fo.Trainer(model, "mse", fo.optim.Adam(lr=0.05),
-                         callbacks=[fo.EarlyStopping(monitor="loss", patience=100), Remember(), Interrupt()])
+                         callbacks=[fo.EarlyStopping(monitor="loss", patience=100), Remember(),
+                                    Interrupt()])
     h = trainer.fit(X, y, epochs=50, batch_size=20, verbose=0)
     assert h.interrupted and trainer.step_count == 25
     np.testing.assert_array_equal(model.parameters, latest["params"])
@@ -139,7 +141,8 @@ def test_cross_entropy_keeps_its_digits_for_huge_logits(dtype):
     Z = np.array([[1e6, 1e6 - 1, 1e6 - 3]], dtype)
     y = np.array([1])
     w = np.ones(1, dtype)
-    value = loss_kernels.softmax_cross_entropy(Z, y, w, 1.0, 0.0, np.empty_like(Z), np.empty(1), n_threads=get_num_threads())
+    value = loss_kernels.softmax_cross_entropy(Z, y, w, 1.0, 0.0, np.empty_like(Z), np.empty(1),
+                                               n_threads=get_num_threads())
     exact = logsumexp([0.0, -1.0, -3.0]) + 1.0
     assert value == pytest.approx(exact, rel=1e-6)
 
@@ -179,7 +182,8 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
     assert (os.stat(path).st_mode & 0o777) == (0o666 & ~umask)
 
 
-@pytest.mark.parametrize("m,n,k", [(700, 257, 300), (97, 2049, 601), (2000, 3, 1500), (1, 5000, 3000),
+@pytest.mark.parametrize("m,n,k", [(700, 257, 300), (97, 2049, 601), (2000, 3, 1500), (1, 5000,
+                                                                                       3000),
                                    (4099, 65, 64)])
 @pytest.mark.parametrize("trans_a,trans_b", [(False, True), (True, False), (False, False)])
 def test_multi_tile_gemm_matches_float64_reference(rng, m, n, k, trans_a, trans_b):

@@ -104,7 +104,8 @@ def _build_parser():
     train.add_argument("--activation", choices=ACTIVATIONS, default="relu")
     train.add_argument("--batch-norm", action="store_true",
                        help="BatchNorm after each hidden Dense (Dense → BN → activation)")
-    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden block")
+    train.add_argument("--dropout", type=float, default=0.0,
+                       help="dropout rate after each hidden block")
     train.add_argument("--optimizer", choices=sorted(optim.OPTIMIZERS), default="adam")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate (default: 0.1 for sgd, the optimizer's own otherwise)")

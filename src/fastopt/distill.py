@@ -76,7 +76,8 @@ class Distiller(Trainer):
         if teacher.dtype != student.dtype:
             raise ValueError(f"teacher ({teacher.dtype}) and student ({student.dtype}) must "
                              "share a dtype")
-        super().__init__(student, DistillationLoss(temperature, alpha), optimizer, **trainer_kwargs)
+        super().__init__(student, DistillationLoss(temperature, alpha), optimizer,
+                         **trainer_kwargs)
         self.teacher = teacher
         self.precompute_teacher = precompute_teacher
         self._hard_loss = SoftmaxCrossEntropy()

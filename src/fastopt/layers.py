@@ -251,7 +251,8 @@ class Activation(Layer):
 
     def backward(self, dy, need_input_grad=True):
         ws = self._out
-        _dense.activation_backward(dy, ws["A"], self._x, ws["dZ"], self._act, self.alpha, n_threads=get_num_threads())
+        _dense.activation_backward(dy, ws["A"], self._x, ws["dZ"], self._act, self.alpha,
+                                   n_threads=get_num_threads())
         return ws["dZ"]
 
 
@@ -450,7 +451,8 @@ class BatchNorm(Layer):
         self._training = training
         if not training:
             _norm.forward_eval(x, self._gamma, self._beta, self.running_mean,
-                               self.running_var, self._coef, ws["Y"], self.eps, 0, 0.0, n_threads=get_num_threads())
+                               self.running_var, self._coef, ws["Y"], self.eps, 0, 0.0,
+                               n_threads=get_num_threads())
             return ws["Y"]
         if x.shape[0] < 2:
             raise ValueError("BatchNorm needs more than 1 sample per batch in training "

@@ -133,7 +133,9 @@ class SoftmaxCrossEntropy(Loss):
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
         if target.ndim == 2:
-            return _loss.softmax_cross_entropy_proba(pred, target, w, scale, dpred, row_loss, n_threads=get_num_threads())
+            return _loss.dense_target_loss(_loss.FUSED_KINDS["softmax_cross_entropy_proba"],
+                                           pred, target, w, scale, dpred, row_loss,
+                                           n_threads=get_num_threads())
         return _loss.softmax_cross_entropy(pred, target, w, scale, self.label_smoothing,
                                            dpred, row_loss, n_threads=get_num_threads())
 
@@ -166,7 +168,8 @@ class BinaryCrossEntropy(Loss):
         return _loss.FUSED_KINDS[self.name] if type(self) is BinaryCrossEntropy else None
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
-        return _loss.binary_cross_entropy(pred, target, w, scale, dpred, row_loss, n_threads=get_num_threads())
+        return _loss.dense_target_loss(_loss.FUSED_KINDS["binary_cross_entropy"], pred, target,
+                                       w, scale, dpred, row_loss, n_threads=get_num_threads())
 
 
 class MeanSquaredError(Loss):
@@ -181,7 +184,8 @@ class MeanSquaredError(Loss):
         return _loss.FUSED_KINDS[self.name] if type(self) is MeanSquaredError else None
 
     def _kernel_call(self, pred, target, w, scale, dpred, row_loss):
-        return _loss.mean_squared_error(pred, target, w, scale, dpred, row_loss, n_threads=get_num_threads())
+        return _loss.dense_target_loss(_loss.FUSED_KINDS["mse"], pred, target, w, scale, dpred,
+                                       row_loss, n_threads=get_num_threads())
 
 
 LOSSES = {

@@ -158,7 +158,8 @@ class StepPlan:
 
     def run_step(self, step, order, start, update, clip_norm):
         """``run`` and, when finite, the optimizer's prepared update in the same call."""
-        return self._plan.run_step(step, order, start, update, clip_norm, n_threads=get_num_threads())
+        return self._plan.run_step(step, order, start, update, clip_norm,
+                                   n_threads=get_num_threads())
 
     @property
     def applied(self):

@@ -208,48 +208,18 @@ class _EpochMonitor(Callback):
 
 # ---- the shared estimator ----
 
+def _store_params(estimator, arguments):
+    """scikit-learn's __init__ contract: each argument stored, unchanged, under its name
+    (validation waits for fit)."""
+    for name, value in arguments.items():
+        if name != "self":
+            setattr(estimator, name, value)
+
+
 class _BaseMLP(BaseEstimator):
     """Parameters, validation, model building and the fit loop shared by both estimators."""
 
     _classifier = False
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 batch_norm=False, dropout=0.0, optimizer_params=None, schedule=None,
-                 clip_norm=None, n_threads=None, dtype="float32"):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.batch_norm = batch_norm
-        self.dropout = dropout
-        self.optimizer_params = optimizer_params
-        self.schedule = schedule
-        self.clip_norm = clip_norm
-        self.n_threads = n_threads
-        self.dtype = dtype
 
     # -- parameter checks (before any work) --
 
@@ -547,17 +517,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  class_weight=None, batch_norm=False, dropout=0.0, optimizer_params=None,
                  schedule=None, clip_norm=None, n_threads=None, dtype="float32"):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            batch_norm=batch_norm, dropout=dropout, optimizer_params=optimizer_params,
-            schedule=schedule, clip_norm=clip_norm, n_threads=n_threads, dtype=dtype)
-        self.class_weight = class_weight
+        _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None, comm=None):
         """Train for up to ``max_iter`` epochs (from scratch unless ``warm_start``).
@@ -685,17 +645,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  batch_norm=False, dropout=0.0, optimizer_params=None, schedule=None,
                  clip_norm=None, n_threads=None, dtype="float32"):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
-            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
-            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            batch_norm=batch_norm, dropout=dropout, optimizer_params=optimizer_params,
-            schedule=schedule, clip_norm=clip_norm, n_threads=n_threads, dtype=dtype)
-        self.loss = loss
+        _store_params(self, locals())
 
     def _check_params(self):
         if self.loss != "squared_error":

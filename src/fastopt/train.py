@@ -437,7 +437,8 @@ class Trainer:
             dist.broadcast_state(self)
             dist.interrupted = dist.stop = False
         with blas_single_thread, _InterruptFlag() as local_interrupt:
-            interrupt = local_interrupt if dist is None else _AgreedInterrupt(dist, local_interrupt)
+            interrupt = local_interrupt if dist is None else _AgreedInterrupt(dist,
+                                                                              local_interrupt)
             for cb in cbs:
                 cb.on_train_begin(self)
             last_epoch = self.epoch + epochs

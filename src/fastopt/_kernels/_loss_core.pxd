@@ -86,28 +86,22 @@ cdef inline void _softmax_xent_proba_row(const floating* z, const floating* p, f
         dz[k] = coef * (dz[k] * inv_sum * <floating>psum - p[k])
 
 
-cdef inline void _bce_row(const floating* z, const floating* y, floating* dz, Py_ssize_t K,
-                   floating coef, double* loss) noexcept nogil:
+cdef inline void _pointwise_row(bint bce, const floating* z, const floating* t, floating* dz,
+                                Py_ssize_t K, floating coef, double* loss) noexcept nogil:
+    # Called with a literal ``bce``: one loop each for binary cross-entropy and MSE.
     cdef Py_ssize_t k
     cdef double s = 0
     cdef floating v
     for k in range(K):
         v = z[k]
-        # max(z,0) − z·y + log(1 + e^(−|z|)): never exponentiates a positive number.
-        s += (v if v > 0 else 0) - v * y[k] + _log1p(_exp(-_abs(v)))
-        dz[k] = coef * (_sigmoid(v) - y[k])
-    loss[0] = s / K
-
-
-cdef inline void _mse_row(const floating* yhat, const floating* y, floating* dy, Py_ssize_t K,
-                   floating coef, double* loss) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef double s = 0
-    cdef floating r
-    for k in range(K):
-        r = yhat[k] - y[k]
-        s += <double>r * r
-        dy[k] = coef * r
+        if bce:
+            # max(z,0) − z·t + log(1 + e^(−|z|)): never exponentiates a positive number.
+            s += (v if v > 0 else 0) - v * t[k] + _log1p(_exp(-_abs(v)))
+            dz[k] = coef * (_sigmoid(v) - t[k])
+        else:
+            v = v - t[k]
+            s += <double>v * v
+            dz[k] = coef * v
     loss[0] = s / K
 
 
@@ -121,12 +115,12 @@ cdef inline double _batch_loss(int kind, const floating* Z, const floating* T,
     cdef int nt = threads_for(N * K, LOSS_PER_THREAD, n_threads)
     if kind == LOSS_MSE:
         for i in prange(N, num_threads=nt, schedule='static'):
-            _mse_row(Z + i * K, T + i * K, dZ + i * K, K, <floating>(2 * scale * w[i] / K),
-                     row_loss + i)
+            _pointwise_row(False, Z + i * K, T + i * K, dZ + i * K, K,
+                           <floating>(2 * scale * w[i] / K), row_loss + i)
     elif kind == LOSS_BCE:
         for i in prange(N, num_threads=nt, schedule='static'):
-            _bce_row(Z + i * K, T + i * K, dZ + i * K, K, <floating>(scale * w[i] / K),
-                     row_loss + i)
+            _pointwise_row(True, Z + i * K, T + i * K, dZ + i * K, K,
+                           <floating>(scale * w[i] / K), row_loss + i)
     elif kind == LOSS_XENT_PROBA:
         for i in prange(N, num_threads=nt, schedule='static'):
             _softmax_xent_proba_row(Z + i * K, T + i * K, dZ + i * K, K,

@@ -48,48 +48,23 @@ def softmax_cross_entropy(const floating[:, ::1] Z, const label_t[::1] y,
     return total
 
 
-def softmax_cross_entropy_proba(const floating[:, ::1] Z, const floating[:, ::1] P,
-                                const floating[::1] w, double scale,
-                                floating[:, ::1] dZ, double[::1] row_loss, *, int n_threads):
-    """Softmax cross-entropy from logits with probability targets P (rows sum to 1).
+def dense_target_loss(int kind, const floating[:, ::1] Z, const floating[:, ::1] T,
+                      const floating[::1] w, double scale, floating[:, ::1] dZ,
+                      double[::1] row_loss, *, int n_threads):
+    """A loss whose targets T are a dense (N, K) array; ``kind`` from FUSED_KINDS.
 
-    ℓᵢ = −Σₖ P_{ik}·log softmax(zᵢ)ₖ ;  dZᵢ = scale·wᵢ·(softmax(zᵢ)·ΣₖP_{ik} − Pᵢ)
+    softmax_cross_entropy_proba (T: probabilities, rows sum to 1):
+        ℓᵢ = −Σₖ T_{ik}·log softmax(zᵢ)ₖ ;  dZᵢ = scale·wᵢ·(softmax(zᵢ)·ΣₖT_{ik} − Tᵢ)
+    binary_cross_entropy (T in [0, 1], K outputs per row):
+        ℓᵢ = (1/K)·Σₖ [max(z,0) − z·t + log(1 + e^(−|z|))] ;  dZᵢ = scale·wᵢ·(σ(zᵢ) − Tᵢ)/K
+    mse (Z: predictions):
+        ℓᵢ = (1/K)·Σₖ (z − t)² ;  dZᵢ = scale·wᵢ·2(zᵢ − Tᵢ)/K
     """
     cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1]
     cdef double total
     with nogil:
-        total = _batch_loss(LOSS_XENT_PROBA, &Z[0, 0], &P[0, 0], NULL, &w[0], scale, 0.0,
+        total = _batch_loss(kind, &Z[0, 0], &T[0, 0], NULL, &w[0], scale, 0.0,
                             &dZ[0, 0], &row_loss[0], N, K, n_threads)
-    return total
-
-
-def binary_cross_entropy(const floating[:, ::1] Z, const floating[:, ::1] Y,
-                         const floating[::1] w, double scale, floating[:, ::1] dZ,
-                         double[::1] row_loss, *, int n_threads):
-    """Binary cross-entropy from logits, targets in [0, 1], K outputs per row.
-
-    ℓᵢ = (1/K)·Σₖ [max(z,0) − z·y + log(1 + e^(−|z|))] ;  dZᵢ = scale·wᵢ·(σ(zᵢ) − Yᵢ)/K
-    """
-    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1]
-    cdef double total
-    with nogil:
-        total = _batch_loss(LOSS_BCE, &Z[0, 0], &Y[0, 0], NULL, &w[0], scale, 0.0,
-                            &dZ[0, 0], &row_loss[0], N, K, n_threads)
-    return total
-
-
-def mean_squared_error(const floating[:, ::1] Yhat, const floating[:, ::1] Y,
-                       const floating[::1] w, double scale, floating[:, ::1] dY,
-                       double[::1] row_loss, *, int n_threads):
-    """Mean squared error over all K outputs of a row.
-
-    ℓᵢ = (1/K)·Σₖ (ŷ − y)² ;  dŶᵢ = scale·wᵢ·2(ŷᵢ − yᵢ)/K
-    """
-    cdef Py_ssize_t N = Yhat.shape[0], K = Yhat.shape[1]
-    cdef double total
-    with nogil:
-        total = _batch_loss(LOSS_MSE, &Yhat[0, 0], &Y[0, 0], NULL, &w[0], scale, 0.0,
-                            &dY[0, 0], &row_loss[0], N, K, n_threads)
     return total
 
 
