@@ -5,6 +5,8 @@ batch size, so a training loop allocates nothing once its batch sizes have been 
 view cache is bounded so a stream of ever-new batch sizes stays small.
 """
 
+import numpy as np
+
 __all__ = ["RowBuffers"]
 
 
@@ -25,6 +27,11 @@ class RowBuffers:
         self._max_views = max_views
         self._full = {}      # key -> (capacity, arrays)
         self._views = {}     # (rows, key) -> views
+
+    @classmethod
+    def named(cls, names, width, dtype):
+        """Buffers of one (rows, width) array per name, as a dict."""
+        return cls(lambda rows, key: {name: np.empty((rows, width), dtype) for name in names})
 
     def get(self, rows, key=None):
         views = self._views.get((rows, key))

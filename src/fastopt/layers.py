@@ -234,8 +234,7 @@ class Activation(Layer):
 
     def build(self, input_dim, dtype, arena):
         out = super().build(input_dim, dtype, arena)
-        self._ws = RowBuffers(lambda rows, key: {"A": np.empty((rows, out), self.dtype),
-                                                 "dZ": np.empty((rows, out), self.dtype)})
+        self._ws = RowBuffers.named(("A", "dZ"), out, self.dtype)
         return out
 
     def stage(self, training):
@@ -505,8 +504,7 @@ class Standardize(Layer):
             raise ValueError(f"Standardize has {self.mean.shape[0]} features, its input {out}")
         self._mean = self.mean.astype(self.dtype)
         self._inv = (1.0 / self.scale).astype(self.dtype)
-        self._ws = RowBuffers(lambda rows, key: {"Y": np.empty((rows, out), self.dtype),
-                                                 "dX": np.empty((rows, out), self.dtype)})
+        self._ws = RowBuffers.named(("Y", "dX"), out, self.dtype)
         return out
 
     def stage(self, training):

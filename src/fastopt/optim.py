@@ -36,7 +36,7 @@ import numpy as np
 from ._kernels import optim as _optim
 from .params import aligned_zeros
 from .threads import get_num_threads
-from .validation import check_number as _check_number
+from .validation import check_number as _check_number, lookup
 
 __all__ = [
     "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW",
@@ -574,9 +574,4 @@ def get_optimizer(name, **kwargs):
         if kwargs:
             raise TypeError("keyword arguments are not accepted with an optimizer instance")
         return name
-    try:
-        cls = OPTIMIZERS[str(name).lower()]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of "
-                         f"{sorted(OPTIMIZERS)}") from None
-    return cls(**kwargs)
+    return lookup(OPTIMIZERS, name, "optimizer")(**kwargs)

@@ -31,7 +31,7 @@ each epoch, with ``monitor`` naming the value the Trainer should pass.
 import math
 import numbers
 
-from .validation import check_number as _number
+from .validation import check_number as _number, lookup
 
 __all__ = [
     "Schedule", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay",
@@ -58,6 +58,15 @@ def _time(t):
     return t
 
 
+def _constructor_params(obj):
+    """The object's constructor arguments (but ``_not_params``) as it stored them."""
+    import inspect
+
+    names = inspect.signature(type(obj).__init__).parameters
+    return {name: getattr(obj, name) for name in names
+            if name != "self" and name not in obj._not_params}
+
+
 class Schedule:
     """Base of the closed-form schedules: ``lr_at(t)``, ``step(optimizer, t)``, state."""
 
@@ -71,9 +80,12 @@ class Schedule:
         self.interval = interval
         self.last_t = None
 
+    # Constructor arguments that are not hyperparameters of the formula.
+    _not_params = ("lr0", "interval")
+
     def _params(self):
-        """Constructor arguments besides lr0 and interval."""
-        return {}
+        """Constructor arguments besides lr0 and interval, by name."""
+        return _constructor_params(self)
 
     def _lr0(self):
         if self.lr0 is None:
@@ -133,9 +145,6 @@ class StepDecay(Schedule):
         self.step_size = _count(step_size, "step_size", low=1)
         self.gamma = _number(gamma, "gamma", low=0)
 
-    def _params(self):
-        return {"step_size": self.step_size, "gamma": self.gamma}
-
     def _formula(self, lr0, t):
         return lr0 * self.gamma ** (t // self.step_size)
 
@@ -157,9 +166,6 @@ class ExponentialDecay(Schedule):
         self.decay_time = (None if decay_time is None
                            else _number(decay_time, "decay_time", low=0, low_open=True))
 
-    def _params(self):
-        return {"gamma": self.gamma, "decay_time": self.decay_time}
-
     def _formula(self, lr0, t):
         if self.gamma is not None:
             return lr0 * self.gamma ** t
@@ -174,9 +180,6 @@ class InverseTimeDecay(Schedule):
     def __init__(self, k=1.0, lr0=None, interval="epoch"):
         super().__init__(lr0, interval)
         self.k = _number(k, "k", low=0)
-
-    def _params(self):
-        return {"k": self.k}
 
     def _formula(self, lr0, t):
         return lr0 / (1.0 + self.k * t)
@@ -197,9 +200,6 @@ class PolynomialDecay(Schedule):
         self.power = _number(power, "power", low=0, low_open=True)
         self.lr_end = _number(lr_end, "lr_end", low=0)
 
-    def _params(self):
-        return {"T": self.T, "power": self.power, "lr_end": self.lr_end}
-
     def _formula(self, lr0, t):
         frac = 1.0 - min(t, self.T) / self.T
         return (lr0 - self.lr_end) * frac ** self.power + self.lr_end
@@ -218,9 +218,6 @@ class CosineDecay(Schedule):
         self.T = _count(T, "T", low=1)
         self.lr_end = _number(lr_end, "lr_end", low=0)
 
-    def _params(self):
-        return {"T": self.T, "lr_end": self.lr_end}
-
     def _formula(self, lr0, t):
         return self.lr_end + 0.5 * (lr0 - self.lr_end) * (
             1.0 + math.cos(math.pi * min(t, self.T) / self.T))
@@ -236,6 +233,7 @@ class Warmup(Schedule):
     """
 
     name = "warmup"
+    _not_params = ("schedule", "lr0", "interval")
 
     def __init__(self, schedule=None, warmup=1, start_factor=0.0, lr0=None, interval=None):
         if schedule is None:
@@ -256,9 +254,6 @@ class Warmup(Schedule):
     def lr0(self, value):
         # One lr0, the wrapped schedule's: warm-up ramps to where it starts.
         self.schedule.lr0 = value
-
-    def _params(self):
-        return {"warmup": self.warmup, "start_factor": self.start_factor}
 
     def _formula(self, lr0, t):
         if t < self.warmup:
@@ -308,6 +303,8 @@ class ReduceOnPlateau:
     name = "reduce_on_plateau"
     interval = "epoch"
 
+    _not_params = ()
+
     def __init__(self, factor=0.1, patience=10, min_delta=0.0, cooldown=0, min_lr=0.0,
                  mode="min", monitor="val_loss", eps=1e-8):
         self.factor = _number(factor, "factor", low=0, high=1, low_open=True, high_open=True)
@@ -353,9 +350,7 @@ class ReduceOnPlateau:
             self.num_bad_epochs = 0
 
     def _params(self):
-        return {"factor": self.factor, "patience": self.patience, "min_delta": self.min_delta,
-                "cooldown": self.cooldown, "min_lr": self.min_lr, "mode": self.mode,
-                "monitor": self.monitor, "eps": self.eps}
+        return _constructor_params(self)
 
     def state_dict(self):
         return {"schedule": self.name, **self._params(), "best": self.best,
@@ -386,12 +381,7 @@ SCHEDULES = {
 
 def get_schedule(name, **kwargs):
     """A schedule by name (``SCHEDULES``' keys), made with ``kwargs``."""
-    try:
-        cls = SCHEDULES[str(name).lower()]
-    except KeyError:
-        raise ValueError(f"unknown schedule {name!r}; choose one of "
-                         f"{sorted(SCHEDULES)}") from None
-    return cls(**kwargs)
+    return lookup(SCHEDULES, name, "schedule")(**kwargs)
 
 
 def from_state_dict(state):

@@ -76,3 +76,11 @@ def check_seed(seed):
     if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def lookup(registry, name, what):
+    """``registry[name]`` by a case-insensitive name, or a ValueError naming the choices."""
+    try:
+        return registry[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(registry)}") from None

@@ -15,16 +15,9 @@ from cython cimport floating
 
 from ._math cimport _exp, _expm1, _tanh, _erf
 
+# The codes, numbered 0, 1, 2, ... in this order.
 cdef enum:
-    IDENTITY = 0
-    RELU = 1
-    LEAKY_RELU = 2
-    ELU = 3
-    GELU_TANH = 4
-    GELU = 5
-    SIGMOID = 6
-    TANH = 7
-    SOFTPLUS = 8
+    IDENTITY, RELU, LEAKY_RELU, ELU, GELU_TANH, GELU, SIGMOID, TANH, SOFTPLUS
 
 
 # ---- act(z) ----

@@ -110,16 +110,9 @@ fo_transpose4_d(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd)
 #define FO_TARGET
 #define FO_VBYTES 16
 #define FO_MR 4
-#define FO_T float
-#define FO_FN(x) fo_##x##_s_portable
-#include "gemm_micro_impl.h"
-#undef FO_T
-#undef FO_FN
-#define FO_T double
-#define FO_FN(x) fo_##x##_d_portable
-#include "gemm_micro_impl.h"
-#undef FO_T
-#undef FO_FN
+#define FO_ISA portable
+#include "gemm_micro_isa.h"
+#undef FO_ISA
 #undef FO_MR
 #undef FO_VBYTES
 #undef FO_TARGET
@@ -129,24 +122,10 @@ fo_transpose4_d(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd)
 #define FO_TARGET __attribute__((target("avx2,fma")))
 #define FO_VBYTES 32
 #define FO_MR 6
-#define FO_T float
-#define FO_FN(x) fo_##x##_s_avx2
-#define FO_TRANSPOSE fo_transpose8_s
-#define FO_TBLK 8
-#include "gemm_micro_impl.h"
-#undef FO_T
-#undef FO_FN
-#undef FO_TRANSPOSE
-#undef FO_TBLK
-#define FO_T double
-#define FO_FN(x) fo_##x##_d_avx2
-#define FO_TRANSPOSE fo_transpose4_d
-#define FO_TBLK 4
-#include "gemm_micro_impl.h"
-#undef FO_T
-#undef FO_FN
-#undef FO_TRANSPOSE
-#undef FO_TBLK
+#define FO_ISA avx2
+#define FO_HAS_TRANSPOSE
+#include "gemm_micro_isa.h"
+#undef FO_ISA
 #undef FO_MR
 #undef FO_VBYTES
 #undef FO_TARGET
@@ -155,27 +134,13 @@ fo_transpose4_d(const double* s, ptrdiff_t lds, double* d, ptrdiff_t ldd)
 #define FO_TARGET __attribute__((target("avx512f,avx2,fma")))
 #define FO_VBYTES 64
 #define FO_MR 8
-#define FO_T float
-#define FO_FN(x) fo_##x##_s_avx512
-#define FO_TRANSPOSE fo_transpose8_s
-#define FO_TBLK 8
-#include "gemm_micro_impl.h"
-#undef FO_T
-#undef FO_FN
-#undef FO_TRANSPOSE
-#undef FO_TBLK
-#define FO_T double
-#define FO_FN(x) fo_##x##_d_avx512
-#define FO_TRANSPOSE fo_transpose4_d
-#define FO_TBLK 4
-#include "gemm_micro_impl.h"
-#undef FO_T
-#undef FO_FN
-#undef FO_TRANSPOSE
-#undef FO_TBLK
+#define FO_ISA avx512
+#include "gemm_micro_isa.h"
+#undef FO_ISA
 #undef FO_MR
 #undef FO_VBYTES
 #undef FO_TARGET
+#undef FO_HAS_TRANSPOSE
 #endif
 
 /* ---- run-time selection ---- */
