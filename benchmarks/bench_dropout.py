@@ -5,7 +5,6 @@ the mask alone (the floor under any exact dropout)."""
 import numpy as np
 
 import fastopt as fo
-from fastopt._kernels import dropout as _dropout
 from fastopt._kernels import _testing
 from fastopt.threads import get_num_threads
 

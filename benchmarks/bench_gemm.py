@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 import fastopt as fo  # noqa: E402
 from fastopt import config  # noqa: E402
-from fastopt._kernels import _gemm, dense  # noqa: E402
+from fastopt._kernels import _gemm  # noqa: E402
 from fastopt._kernels import _testing  # noqa: E402
 from fastopt.threads import blas_single_thread, get_num_threads  # noqa: E402
 

@@ -50,9 +50,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastopt as fo  # noqa: E402
-from fastopt._kernels import dense as _dense  # noqa: E402
 from fastopt._kernels import _testing  # noqa: E402
-from fastopt.optim import global_norm  # noqa: E402
 from fastopt.threads import blas_single_thread, get_num_threads  # noqa: E402
 
 from benchmarks import compare_optim  # noqa: E402

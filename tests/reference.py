@@ -132,7 +132,6 @@ def dropout_keep(seed, step, layer, shape, rate):
     Philox((e // 4, layer, step mod 2^32, step // 2^32), (seed mod 2^32, seed // 2^32))
     is below floor((1 − rate)·2^32)."""
     n = int(np.prod(shape))
-    e = np.arange(n, dtype=np.uint64)
     blocks = np.arange((n + 3) // 4, dtype=np.uint64)
     ctr = np.zeros((blocks.size, 4), np.uint64)
     ctr[:, 0] = blocks & _MASK

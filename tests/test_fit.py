@@ -1,6 +1,5 @@
 """Trainer.fit beyond the basics: validation, metrics, weights, iterables, divergence, Ctrl-C."""
 
-import os
 import signal
 import subprocess
 import sys

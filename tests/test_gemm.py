@@ -11,7 +11,7 @@ import pytest
 
 import fastopt
 from fastopt import config
-from fastopt._kernels import _gemm, dense
+from fastopt._kernels import _gemm
 from fastopt._kernels import _testing
 from fastopt.threads import blas_single_thread
 from fastopt.threads import get_num_threads

@@ -13,7 +13,6 @@ checked relative to their own size instead of vanishing under an absolute tolera
 """
 
 import numpy as np
-import pytest
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 

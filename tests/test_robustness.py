@@ -8,7 +8,7 @@ import pytest
 from scipy.special import logsumexp
 
 import fastopt as fo
-from fastopt._kernels import dense, loss as loss_kernels
+from fastopt._kernels import loss as loss_kernels
 from fastopt._kernels import _testing
 from fastopt.metrics import get_metric
 from fastopt.threads import get_num_threads

@@ -95,7 +95,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from . import layers as _layers
 from . import optim as _optim
-from . import schedules as _schedules
 from .callbacks import Callback
 from .model import Sequential, class_probabilities
 from .threads import get_num_threads, threads

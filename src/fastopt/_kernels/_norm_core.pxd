@@ -49,8 +49,8 @@ from libc.math cimport sqrt
 from libc.stdint cimport uint32_t, uint64_t
 
 from ._parallel cimport threads_for
-from ._philox cimport dropout_key, make_key, expand_mask, span_bits
-from ._activations cimport (ELU, IDENTITY, LEAKY_RELU, RELU, relu, leaky_relu, elu,
+from ._philox cimport dropout_key, expand_mask, span_bits
+from ._activations cimport (ELU, LEAKY_RELU, RELU, relu, leaky_relu, elu,
                            relu_grad, leaky_relu_grad, elu_grad)
 
 cdef enum:

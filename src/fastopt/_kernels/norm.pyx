@@ -11,7 +11,9 @@ and the dropout that follow a BatchNorm layer:
     backward, g = dy·m·act'(z):  dβ = Σg,  dγ = Σg·x̂,  dx = (γσ⁻¹/N)·(N·g − dβ − x̂·dγ)
 
 Results are bitwise identical for any thread count (fixed row blocks merged in order).
-Shapes are checked here, at the boundary; the core never raises.
+The caller (fastopt.layers.BatchNorm, the step plan) sizes the workspaces; nothing here
+raises: ``partial`` is (n_row_blocks(N), 4, d) float64, ``coef`` (6, d), ``bits``
+(N, ceil(d/32)) words.
 """
 
 from cython cimport floating
@@ -30,15 +32,6 @@ def n_row_blocks(Py_ssize_t N):
     """Row blocks of a batch of N: the first dimension of the ``partial`` workspace
     (n_row_blocks(N), 4, d) float64."""
     return _n_blocks(N)
-
-
-def _check_workspace(Py_ssize_t N, Py_ssize_t d, Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t p2,
-                     Py_ssize_t coef_rows,
-                     Py_ssize_t coef_cols, Py_ssize_t bit_rows, Py_ssize_t bit_words):
-    if (p0 < _n_blocks(N) or p1 < 4 or p2 != d
-            or coef_rows < 6 or coef_cols != d or bit_rows < N or bit_words < (d + 31) // 32):
-        raise ValueError("workspace too small for the batch: partial (n_row_blocks(N), 4, d) "
-                         "float64, coef (6, d), bits (N, ceil(d/32))")
 
 
 def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
@@ -60,8 +53,6 @@ def forward_train(const floating[:, ::1] X, const floating[::1] gamma,
     cdef dropout_key key = make_key(seed, step, layer, threshold)
     if N == 0 or d == 0:
         return
-    _check_workspace(N, d, partial.shape[0], partial.shape[1], partial.shape[2], coef.shape[0], coef.shape[1],
-                     bits.shape[0], bits.shape[1])
     with nogil:
         _bn_forward_train(&X[0, 0], &gamma[0], &beta[0], &Y[0, 0], &mean[0], &invstd[0],
                           &running_mean[0], &running_var[0], &partial[0, 0, 0], &coef[0, 0],
@@ -97,8 +88,6 @@ def backward(const floating[:, ::1] X, const floating[:, ::1] dY,
     cdef Py_ssize_t N = X.shape[0], d = X.shape[1]
     if N == 0 or d == 0:
         return
-    _check_workspace(N, d, partial.shape[0], partial.shape[1], partial.shape[2], coef.shape[0], coef.shape[1],
-                     bits.shape[0], bits.shape[1])
     with nogil:
         _bn_backward(&X[0, 0], &dY[0, 0], &gamma[0], &mean[0], &invstd[0],
                      &partial[0, 0, 0], &coef[0, 0], &dX[0, 0], &dgamma[0], &dbeta[0], act,

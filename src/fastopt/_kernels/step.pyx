@@ -29,7 +29,7 @@ from ._dense_core cimport (_forward_layer, _backward_layer, _act_forward_rows,
 from ._norm_core cimport (_bn_forward_train, _bn_forward_eval, _bn_backward,
                           _bn_local_stats, _bn_finish_output, _bn_grad_sums, _bn_dx)
 from ._dropout_core cimport _dropout_forward_at, _dropout_backward
-from ._loss_core cimport _batch_loss, LOSS_XENT_LABELS
+from ._loss_core cimport _batch_loss
 from ._reduce cimport _sum_squares
 from .optim cimport BoundUpdate, update_run
 from libc.math cimport sqrt, isfinite
