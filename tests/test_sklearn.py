@@ -258,6 +258,261 @@ def test_batch_norm_and_dropout_are_built_and_learn():
     assert est.score(X[1400:] / 16, y[1400:]) > 0.9
 
 
+# ---- the estimators against scikit-learn's own MLP and PyTorch, from the same weights ----
+#
+# Each test fits fastopt for one epoch from its own initialization, copies those weights into
+# the reference, and trains both on for more epochs with warm_start: a warm-start fit starts
+# a fresh optimizer in fastopt and in scikit-learn alike (and here in torch), so both runs
+# start from the same state and must take the same steps. 4 classes, not 2: for binary
+# targets scikit-learn's MLP has one logistic output where fastopt has two softmax logits.
+
+_NO_STOP = dict(tol=0.0, n_iter_no_change=1000, shuffle=False, dtype="float64",
+                random_state=0)
+
+
+def _four_classes(rng, n=96, d=7):
+    X = rng.standard_normal((n, d))
+    code = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] + 0.5 * X[:, 2] > 0)
+    return X, np.array(["w", "x", "y", "z"])[code]
+
+
+def _train_both_from_fastopts_first_epoch(ours, theirs, X, y, epochs, **fit):
+    ours.set_params(max_iter=1, warm_start=True).fit(X, y, **fit)
+    theirs.set_params(max_iter=1, warm_start=True).fit(X, y, **fit)
+    theirs.coefs_, theirs.intercepts_ = ours.coefs_, ours.intercepts_
+    for est in (ours, theirs):
+        est.set_params(max_iter=epochs).fit(X, y, **fit)
+
+
+def _assert_same_weights(ours, theirs_coefs, theirs_intercepts, rtol=1e-9):
+    for mine, reference in zip(ours.coefs_ + ours.intercepts_,
+                               list(theirs_coefs) + list(theirs_intercepts)):
+        np.testing.assert_allclose(mine, reference, rtol=rtol, atol=rtol * 1e-2)
+
+
+@needs_sklearn
+@quiet_convergence
+@pytest.mark.parametrize("params, weighted", [
+    # an uneven last batch (96 = 4·20 + 16), plain SGD
+    (dict(activation="relu", momentum=0.0, batch_size=20, alpha=0.0), False),
+    (dict(activation="tanh", momentum=0.9, nesterovs_momentum=True, batch_size=24,
+          alpha=1e-2), False),
+    (dict(activation="logistic", momentum=0.8, nesterovs_momentum=False, batch_size=32,
+          alpha=0.1, learning_rate="invscaling", power_t=0.5, learning_rate_init=0.5), False),
+    # the loss never improves by tol: "adaptive" divides lr by 5 after every 2nd epoch
+    (dict(activation="relu", momentum=0.9, batch_size=24, alpha=1e-3, learning_rate="adaptive",
+          tol=1e9, n_iter_no_change=1), False),
+    # full batch with sample weights: the L2 term over Σ w, the loss Σ wᵢℓᵢ / Σ wᵢ
+    (dict(activation="relu", momentum=0.9, batch_size=96, alpha=0.3), True),
+], ids=["relu-sgd-uneven-batches", "tanh-nesterov", "logistic-momentum-invscaling",
+        "relu-momentum-adaptive", "relu-full-batch-weighted"])
+def test_classifier_takes_scikit_learns_sgd_steps(rng, params, weighted):
+    from sklearn.neural_network import MLPClassifier as Reference
+
+    if weighted and "sample_weight" not in inspect.signature(Reference.fit).parameters:
+        pytest.skip("scikit-learn < 1.7: its MLP takes no sample_weight")
+    X, y = _four_classes(rng)
+    fit = dict(sample_weight=rng.uniform(0.2, 3.0, len(y))) if weighted else {}
+    settings = {**_NO_STOP, "hidden_layer_sizes": (11, 6), "solver": "sgd",
+                "learning_rate_init": 0.1, **params}
+    ours = MLPClassifier(**settings)
+    theirs = Reference(**{k: v for k, v in settings.items() if k != "dtype"})
+    _train_both_from_fastopts_first_epoch(ours, theirs, X, y, epochs=8, **fit)
+    _assert_same_weights(ours, theirs.coefs_, theirs.intercepts_)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-9)
+    assert list(ours.classes_) == list(theirs.classes_)
+    assert (ours.n_iter_, ours.t_) == (theirs.n_iter_, theirs.t_)
+    assert ours._trainer.optimizer.lr == pytest.approx(theirs._optimizer.learning_rate,
+                                                       rel=1e-12)
+
+
+@needs_sklearn
+def test_partial_fit_streams_as_scikit_learns_partial_fit(rng):
+    """Each call is one pass over its chunk (batch_size="auto": the chunk is one batch,
+    one chunk shorter), the L2 term alpha / B follows each chunk's B, and the
+    "invscaling" rate follows t_ across calls."""
+    from sklearn.neural_network import MLPClassifier as Reference
+
+    X, y = _four_classes(rng)
+    settings = {**_NO_STOP, "hidden_layer_sizes": (8,), "solver": "sgd", "momentum": 0.0,
+                "alpha": 0.05, "learning_rate": "invscaling", "power_t": 0.25,
+                "learning_rate_init": 0.3}
+    ours = MLPClassifier(**settings)
+    theirs = Reference(**{k: v for k, v in settings.items() if k != "dtype"})
+    chunks = [slice(0, 40), slice(40, 80), slice(80, 96)]
+    for est in (ours, theirs):
+        est.partial_fit(X[chunks[0]], y[chunks[0]], classes=["w", "x", "y", "z"])
+    theirs.coefs_, theirs.intercepts_ = ours.coefs_, ours.intercepts_
+    for _ in range(3):
+        for chunk in chunks[1:] + chunks[:1]:
+            for est in (ours, theirs):
+                est.partial_fit(X[chunk], y[chunk])
+    _assert_same_weights(ours, theirs.coefs_, theirs.intercepts_)
+    assert (ours.n_iter_, ours.t_) == (theirs.n_iter_, theirs.t_) == (1, 40 + 3 * 96)
+
+
+@needs_sklearn
+@quiet_convergence
+def test_regressor_takes_scikit_learns_steps_on_the_standardized_targets(rng):
+    """fastopt fits the standardized targets T with the mean squared error over all K
+    outputs (gradient 2(ŷ − t)/(B·K)); scikit-learn fits what it is given with half the
+    squared error summed over outputs (gradient (ŷ − t)/B). On T, with
+    lr' = 2·lr/K and alpha' = alpha·K/2, every SGD step (momentum too) is the same."""
+    from sklearn.neural_network import MLPRegressor as Reference
+
+    n, k, lr, alpha = 96, 2, 0.05, 0.2
+    X = rng.standard_normal((n, 5))
+    Y = np.column_stack([300.0 * np.tanh(X[:, 0]) + 1e4, -0.02 * X[:, 1] * X[:, 2]])
+    common = dict(hidden_layer_sizes=(9, 5), activation="tanh", solver="sgd", momentum=0.9,
+                  batch_size=24)
+    ours = MLPRegressor(**common, learning_rate_init=lr, alpha=alpha, **_NO_STOP)
+    theirs = Reference(**common, learning_rate_init=2 * lr / k, alpha=alpha * k / 2,
+                       **{key: v for key, v in _NO_STOP.items() if key != "dtype"})
+    ours.set_params(max_iter=1, warm_start=True).fit(X, Y)
+    np.testing.assert_allclose(ours.y_mean_, Y.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(ours.y_scale_, Y.std(axis=0), rtol=1e-13)
+    T = (Y - Y.mean(axis=0)) / Y.std(axis=0)
+    theirs.set_params(max_iter=1, warm_start=True).fit(X, T)
+    theirs.coefs_, theirs.intercepts_ = ours.coefs_, ours.intercepts_
+    ours.set_params(max_iter=6).fit(X, Y)
+    theirs.set_params(max_iter=6).fit(X, T)
+    _assert_same_weights(ours, theirs.coefs_, theirs.intercepts_)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X) * Y.std(axis=0) + Y.mean(axis=0),
+                               rtol=1e-9)
+
+
+def _torch_mlp(est, activation):
+    """The estimator's fitted network as torch modules holding the same parameters:
+    Linear for Dense, BatchNorm1d (its running statistics too) for BatchNorm."""
+    import torch
+
+    modules = []
+    for layer in est.model_.layers:
+        kind = type(layer).__name__
+        if kind == "Dense":
+            W = layer.params["W"]
+            linear = torch.nn.Linear(W.shape[1], W.shape[0], dtype=torch.float64)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.copy()))
+                linear.bias.copy_(torch.from_numpy(layer.params["b"].copy()))
+            modules.append(linear)
+            if layer is not est.model_.layers[-1] and not est.batch_norm:
+                modules.append(activation())
+        elif kind == "BatchNorm":
+            norm = torch.nn.BatchNorm1d(layer.params["gamma"].size, eps=layer.eps,
+                                        momentum=layer.momentum, dtype=torch.float64)
+            with torch.no_grad():
+                norm.weight.copy_(torch.from_numpy(layer.params["gamma"].copy()))
+                norm.bias.copy_(torch.from_numpy(layer.params["beta"].copy()))
+                norm.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
+                norm.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
+            modules.append(norm)
+        elif kind == "Activation":
+            modules.append(activation())
+    return torch.nn.Sequential(*modules)
+
+
+def _torch_epochs(net, X, labels, epochs, batch, make_optimizer, weight_decay, clip_norm=None):
+    """Mean cross-entropy per batch of consecutive rows; weight_decay on the Linear
+    weights only (biases and batch-norm parameters undecayed), as the estimators do."""
+    import torch
+
+    decayed = [m.weight for m in net if isinstance(m, torch.nn.Linear)]
+    others = [p for p in net.parameters() if all(p is not q for q in decayed)]
+    optimizer = make_optimizer([{"params": decayed, "weight_decay": weight_decay},
+                                {"params": others, "weight_decay": 0.0}])
+    X, labels = torch.from_numpy(X), torch.from_numpy(labels)
+    net.train()
+    for _ in range(epochs):
+        for start in range(0, len(X), batch):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(X[start:start + batch]),
+                                                     labels[start:start + batch])
+            loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip_norm)
+            optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        return torch.softmax(net(X), dim=1).numpy()
+
+
+def _torch_optimizer(solver, lr, extra):
+    import torch
+
+    def make(groups):
+        if solver == "adam":
+            return torch.optim.Adam(groups, lr=lr, betas=(0.8, 0.99), eps=1e-7,
+                                    amsgrad=extra.get("amsgrad", False))
+        if solver == "adamw":
+            return torch.optim.AdamW(groups, lr=lr, betas=(0.8, 0.99), eps=1e-7)
+        if solver == "rmsprop":
+            return torch.optim.RMSprop(groups, lr=lr, alpha=0.99, eps=1e-7)
+        if solver == "adagrad":
+            return torch.optim.Adagrad(groups, lr=lr, eps=1e-10)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    return make
+
+
+@needs_sklearn
+@quiet_convergence
+@pytest.mark.parametrize("solver, extra, clip_norm", [
+    ("adam", {}, None), ("adam", {"amsgrad": True}, None), ("adamw", {}, None),
+    ("rmsprop", {}, None), ("adagrad", {}, None), ("sgd", {}, 0.5),
+], ids=["adam", "amsgrad", "adamw", "rmsprop", "adagrad", "sgd-clip-norm"])
+def test_every_solver_takes_torch_optims_steps(rng, solver, extra, clip_norm):
+    """beta_1, beta_2, epsilon, momentum, alpha (coupled L2 alpha/B, or AdamW's decoupled
+    decay), optimizer_params and clip_norm reach the optimizer as torch.optim reads them."""
+    torch = pytest.importorskip("torch")
+
+    X, y = _four_classes(rng)
+    lr, alpha, batch = 0.01, 0.5, 24
+    ours = MLPClassifier(hidden_layer_sizes=(10, 7), activation="tanh", solver=solver,
+                         learning_rate_init=lr, alpha=alpha, batch_size=batch, beta_1=0.8,
+                         beta_2=0.99, epsilon=1e-7, optimizer_params=extra or None,
+                         clip_norm=clip_norm, **_NO_STOP)
+    ours.set_params(max_iter=1, warm_start=True).fit(X, y)
+    net = _torch_mlp(ours, torch.nn.Tanh)
+    proba = _torch_epochs(net, X, np.searchsorted(ours.classes_, y), 5, batch,
+                          _torch_optimizer(solver, lr, extra),
+                          alpha if solver == "adamw" else alpha / batch, clip_norm)
+    ours.set_params(max_iter=5).fit(X, y)
+    linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+    _assert_same_weights(ours, [m.weight.detach().numpy().T for m in linear],
+                         [m.bias.detach().numpy() for m in linear])
+    np.testing.assert_allclose(ours.predict_proba(X), proba, rtol=1e-9)
+
+
+@needs_sklearn
+@quiet_convergence
+def test_batch_norm_network_takes_torchs_steps_and_keeps_its_running_statistics(rng):
+    torch = pytest.importorskip("torch")
+
+    X, y = _four_classes(rng)
+    batch = 24
+    ours = MLPClassifier(hidden_layer_sizes=(10, 7), batch_norm=True, solver="sgd",
+                         momentum=0.9, learning_rate_init=0.05, alpha=0.2, batch_size=batch,
+                         **_NO_STOP)
+    ours.set_params(max_iter=1, warm_start=True).fit(X, y)
+    net = _torch_mlp(ours, torch.nn.ReLU)
+    proba = _torch_epochs(net, X, np.searchsorted(ours.classes_, y), 5, batch,
+                          _torch_optimizer("sgd", 0.05, {}), 0.2 / batch)
+    ours.set_params(max_iter=5).fit(X, y)
+    linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+    _assert_same_weights(ours, [m.weight.detach().numpy().T for m in linear],
+                         [m.bias.detach().numpy() for m in linear])
+    norms = [m for m in net if isinstance(m, torch.nn.BatchNorm1d)]
+    mine = [layer for layer in ours.model_.layers if type(layer).__name__ == "BatchNorm"]
+    for layer, norm in zip(mine, norms, strict=True):
+        for value, reference in ((layer.params["gamma"], norm.weight),
+                                 (layer.params["beta"], norm.bias),
+                                 (layer.running_mean, norm.running_mean),
+                                 (layer.running_var, norm.running_var)):
+            np.testing.assert_allclose(value, reference.detach().numpy(), rtol=1e-9,
+                                       atol=1e-11)
+    np.testing.assert_allclose(ours.predict_proba(X), proba, rtol=1e-9)
+
+
 # ---- labels, weights, streaming, warm start ----
 
 @needs_sklearn
@@ -301,7 +556,7 @@ def test_partial_fit_streams_batches_with_classes_on_the_first_call(rng):
         for start in range(0, 400, 100):
             est.partial_fit(X[start:start + 100], y[start:start + 100], classes=[0, 1, 2, 3])
     assert list(est.classes_) == [0, 1, 2, 3]
-    assert est.n_iter_ == 40 == len(est.loss_curve_)
+    assert est.n_iter_ == 1 and len(est.loss_curve_) == 40  # n_iter_: of the last call
     assert est.loss_curve_[-1] < est.loss_curve_[0]
     assert est.score(X, y) > 0.9
     with pytest.raises(ValueError, match="not in"):

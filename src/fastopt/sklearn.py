@@ -31,7 +31,9 @@ How scikit-learn's parameters map onto fastopt
     learning_rate, power_t           solver="sgd" only, as scikit-learn: "constant";
                                      "invscaling" lr = learning_rate_init / (t_ + 1)^power_t
                                      after each epoch (t_ = samples seen); "adaptive": lr ÷ 5
-                                     when the stopping rule fires, stop below 1e-6
+                                     when the stopping rule fires, stop below 1e-6; a new rate
+                                     leaves the momentum velocity as it was (scikit-learn's
+                                     v ← μ·v − lr·g), so every step equals scikit-learn's
     max_iter                         epochs
     tol, n_iter_no_change            stop after more than n_iter_no_change epochs in which the
                                      training loss (or, with early_stopping, the validation
@@ -127,6 +129,17 @@ def _trainer_from_plain(plain):
 
 # ---- the per-epoch bookkeeping scikit-learn's MLP does ----
 
+def _set_sgd_learning_rate(opt, lr):
+    """Change SGD's learning rate as scikit-learn does: its velocity v ← μ·v − lr·g is a
+    step, which keeps the earlier rates in it; fastopt's momentum buffer b (p ← p − lr·b)
+    is a gradient, which the new rate would rescale. Rescaling b by old/new keeps
+    v = −lr·b unchanged, so every later step equals scikit-learn's."""
+    buffer = opt.state.get("momentum_buffer")
+    if buffer is not None and lr > 0:
+        buffer *= opt.lr / lr
+    opt.lr = lr
+
+
 class _EpochMonitor(Callback):
     """After each epoch: loss_curve_, t_, validation score, the stopping rule, the SGD
     learning-rate rules; at the end: back to the best validation epoch."""
@@ -184,10 +197,10 @@ class _EpochMonitor(Callback):
                 est.best_loss_ = loss
         sgd_rule = est.solver == "sgd" and est.schedule is None
         if sgd_rule and est.learning_rate == "invscaling":
-            opt.lr = est.learning_rate_init / (est.t_ + 1) ** est.power_t
+            _set_sgd_learning_rate(opt, est.learning_rate_init / (est.t_ + 1) ** est.power_t)
         if est._no_improvement_count > est.n_iter_no_change and not self.incremental:
             if sgd_rule and est.learning_rate == "adaptive" and opt.lr > 1e-6:
-                opt.lr = opt.lr / 5.0
+                _set_sgd_learning_rate(opt, opt.lr / 5.0)
                 est._no_improvement_count = 0
                 if est.verbose:
                     print(f"Setting learning rate to {opt.lr:f}")
@@ -417,7 +430,6 @@ class _BaseMLP(BaseEstimator):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
                 self.best_loss_ = np.inf
-            self.n_iter_ = 0
             self._seed = seed
         else:
             model = self._trainer.model
@@ -425,10 +437,12 @@ class _BaseMLP(BaseEstimator):
             schedule = copy.deepcopy(self.schedule)
             self._trainer = Trainer(model, self._loss_name(), self._make_optimizer(decay),
                                     schedule=schedule, clip_norm=self.clip_norm, comm=comm)
+        elif self.solver != "adamw" and "weight_decay" not in (self.optimizer_params or {}):
+            # partial_fit: λ = alpha / B follows this call's batch, as scikit-learn's does.
+            self._trainer.optimizer.weight_decay = decay
         trainer = self._trainer
         if not incremental:
             self._no_improvement_count = 0
-            self.n_iter_ = 0
         # A batch of one row cannot be batch-normalized: drop such a last batch.
         drop_last = bool(self.batch_norm and n % batch == 1 and n > 1)
         monitor = _EpochMonitor(self, decay_reported, n, validation, incremental)
@@ -438,7 +452,7 @@ class _BaseMLP(BaseEstimator):
             trainer.fit(X, T, epochs=1 if incremental else self.max_iter, batch_size=batch,
                         shuffle=bool(self.shuffle), seed=self._seed, sample_weight=sw,
                         verbose=0, drop_last=drop_last, callbacks=[monitor])
-        self.n_iter_ += monitor.epochs
+        self.n_iter_ = monitor.epochs  # of this call, as scikit-learn ≥ 1.3 (partial_fit: 1)
         if (not incremental and not monitor.converged and monitor.epochs == self.max_iter):
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
                           "and the optimization hasn't converged yet.", ConvergenceWarning)
