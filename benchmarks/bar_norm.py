@@ -7,7 +7,7 @@
       - np.copyto on the same size, one thread (what earlier reports used);
       - a streaming pass at the run's thread count: Dropout.backward with every unit
         kept (reads dy and the bits, writes dx), fastopt's own read-one-write-one loop.
-    Also printed: generating the mask and nothing else (dropout.mask_bits), the floor
+    Also printed: generating the mask and nothing else (_testing.mask_bits), the floor
     under any exact Philox4x32-10 dropout, whatever it is fused with.
 (b) The 784-256-128-10 MLP, BatchNorm + relu + Dropout(0.2) per hidden block, Adam,
     batch 128, float32: a full training step against the same network without BN and

@@ -98,6 +98,11 @@ class Layer:
         parameters' views; None when the layer is the identity in this mode."""
         return None
 
+    def _stage(self, kind, params, **fields):
+        """A stage dict: its kind, this layer's widths, whether it trains, and ``fields``."""
+        return {"kind": kind, "d_in": self.input_dim, "d_out": self.output_dim,
+                "params": params, **fields}
+
     def forward(self, x, training=False):
         return x
 
@@ -199,10 +204,9 @@ class Dense(Layer):
         }
 
     def stage(self, training):
-        return {"kind": "dense", "d_in": self.input_dim, "d_out": self.units, "params": True,
-                "act": self._act, "alpha": self.alpha, "has_bias": self.use_bias,
-                "keep_z": self._keep_z, "w": self.params["W"], "b": self.params.get("b"),
-                "dw": self.grads["W"], "db": self.grads.get("b")}
+        return self._stage("dense", True, act=self._act, alpha=self.alpha,
+                           has_bias=self.use_bias, keep_z=self._keep_z, w=self.params["W"],
+                           b=self.params.get("b"), dw=self.grads["W"], db=self.grads.get("b"))
 
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
@@ -238,8 +242,7 @@ class Activation(Layer):
         return out
 
     def stage(self, training):
-        return {"kind": "activation", "d_in": self.input_dim, "d_out": self.output_dim,
-                "params": False, "act": self._act, "alpha": self.alpha}
+        return self._stage("activation", False, act=self._act, alpha=self.alpha)
 
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
@@ -313,8 +316,7 @@ class Dropout(Layer):
     def stage(self, training):
         if not (training and self.active):
             return None
-        return {"kind": "dropout", "d_in": self.input_dim, "d_out": self.output_dim,
-                "params": False, "threshold": self.threshold, "scale": self.scale}
+        return self._stage("dropout", False, threshold=self.threshold, scale=self.scale)
 
     def forward(self, x, training=False):
         self._identity = not (training and self.active)
@@ -356,8 +358,8 @@ class BatchNorm(Layer):
     A batch of one row cannot be normalized in training (its variance is undefined).
 
     In a model's compiled training step (fastopt.plan), BatchNorm runs fused with an
-    ``Activation`` after it (identity, relu, leaky_relu) and a ``Dropout`` after that, so
-    the block Dense → BatchNorm → Activation → Dropout costs one pass over the
+    ``Activation`` after it (identity, relu, leaky_relu, elu) and a ``Dropout`` after
+    that, so the block Dense → BatchNorm → Activation → Dropout costs one pass over the
     activations forward and one backward. Called by itself it normalizes only.
 
     Parameters
@@ -432,10 +434,9 @@ class BatchNorm(Layer):
         self.running_var[...] = 1
 
     def stage(self, training):
-        return {"kind": "batchnorm", "d_in": self.input_dim, "d_out": self.output_dim,
-                "params": self.affine, "momentum": self.momentum, "eps": self.eps,
-                "w": self._gamma, "b": self._beta, "dw": self._dgamma, "db": self._dbeta,
-                "running_mean": self.running_mean, "running_var": self.running_var}
+        return self._stage("batchnorm", self.affine, momentum=self.momentum, eps=self.eps,
+                           w=self._gamma, b=self._beta, dw=self._dgamma, db=self._dbeta,
+                           running_mean=self.running_mean, running_var=self.running_var)
 
     def _make_buffers(self, rows):
         d = self.output_dim
@@ -508,8 +509,7 @@ class Standardize(Layer):
         return out
 
     def stage(self, training):
-        return {"kind": "affine", "d_in": self.input_dim, "d_out": self.output_dim,
-                "params": False, "w": self._mean, "b": self._inv}
+        return self._stage("affine", False, w=self._mean, b=self._inv)
 
     def forward(self, x, training=False):
         ws = self._ws.get(x.shape[0])
